@@ -1,0 +1,20 @@
+// The genmodels._C module: one line per entry point.
+#include <torch/extension.h>
+
+#include "reparameterize_kl/reparameterize_kl.h"
+
+namespace gm = genmodels;
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+#ifdef WITH_CUDA
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
+  m.def("reparameterize_kl_forward_cpu", &gm::reparameterize_kl_forward_cpu);
+  m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
+#ifdef WITH_CUDA
+  m.def("reparameterize_kl_forward_cuda", &gm::reparameterize_kl_forward_cuda);
+  m.def("reparameterize_kl_backward_cuda", &gm::reparameterize_kl_backward_cuda);
+#endif
+}

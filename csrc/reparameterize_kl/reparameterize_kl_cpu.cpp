@@ -1,0 +1,327 @@
+// CPU kernels of reparameterize_kl: one pass over mu and logvar that draws the noise in
+// the loop, writes z for every sample and accumulates the per-sample KL.
+//
+// Work is split into (row, chunk) tasks of at most kChunk elements so that a batch of
+// few large rows still uses every core; per-chunk KL partials are summed in a fixed
+// order afterwards, so results do not depend on the number of threads. Inner loops run
+// over tiles of kTile elements held in float arrays, which GCC vectorizes; the hot
+// functions are cloned for AVX-512 and AVX2 and chosen at load time.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/cpu_math.h"
+#include "common/philox.h"
+#include "reparameterize_kl/reparameterize_kl.h"
+#include "reparameterize_kl/reparameterize_kl_checks.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GM_CPU_CLONES
+#endif
+
+namespace genmodels {
+namespace {
+
+constexpr int64_t kTile = 256;
+constexpr int64_t kChunk = 16384;
+
+// Normals of the elements [first, first + count) of the stream; count <= kTile.
+GM_CPU_CLONES void philox_normals(PhiloxKey key, uint64_t first, int64_t count, float* out) {
+  const uint64_t g0 = first >> 2;
+  const int64_t lead = static_cast<int64_t>(first & 3);
+  const int64_t groups = (lead + count + 3) >> 2;
+  float buf[kTile + 8];
+  for (int64_t j = 0; j < groups; ++j) {
+    const Philox4 r = philox_group(key, g0 + static_cast<uint64_t>(j));
+    const float r0 = std::sqrt(-2.0f * cpu_math::log_positive(uniform_open(r.x0)));
+    const float r1 = std::sqrt(-2.0f * cpu_math::log_positive(uniform_open(r.x2)));
+    float s0, c0, s1, c1;
+    cpu_math::sincos_turns(uniform_turns(r.x1), s0, c0);
+    cpu_math::sincos_turns(uniform_turns(r.x3), s1, c1);
+    buf[4 * j + 0] = r0 * c0;
+    buf[4 * j + 1] = r0 * s0;
+    buf[4 * j + 2] = r1 * c1;
+    buf[4 * j + 3] = r1 * s1;
+  }
+  std::copy(buf + lead, buf + lead + count, out);
+}
+
+// sigma = exp(logvar / 2) for a tile; returns the tile's sum of exp(logvar) + mu^2 - 1 - logvar.
+GM_CPU_CLONES float sigma_and_kl_tile(const float* mu, const float* lv, int64_t count,
+                                      float* sigma) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    for (int j = 0; j < 16; ++j) {
+      const float s = cpu_math::exp_any(0.5f * lv[i + j]);
+      sigma[i + j] = s;
+      acc[j] += s * s + mu[i + j] * mu[i + j] - 1.0f - lv[i + j];
+    }
+  }
+  for (; i < count; ++i) {
+    const float s = cpu_math::exp_any(0.5f * lv[i]);
+    sigma[i] = s;
+    acc[0] += s * s + mu[i] * mu[i] - 1.0f - lv[i];
+  }
+  float total = 0.0f;
+  for (int j = 0; j < 16; ++j) total += acc[j];
+  return total;
+}
+
+template <typename scalar_t>
+inline void load_tile(const scalar_t* src, int64_t count, float* dst) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+template <typename scalar_t>
+inline void store_tile(const float* src, int64_t count, scalar_t* dst) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+}
+
+struct Layout {
+  int64_t rows, cols, samples, chunks_per_row;
+  int64_t per_sample() const { return rows * cols; }
+};
+
+Layout make_layout(const at::Tensor& mu, int64_t num_samples) {
+  const int64_t rows = mu.size(0);
+  const int64_t cols = rows == 0 ? 0 : mu.numel() / rows;
+  const int64_t chunks = std::max<int64_t>(1, (cols + kChunk - 1) / kChunk);
+  return {rows, cols, num_samples, chunks};
+}
+
+// Runs body(row, col_begin, col_end, task) over every (row, chunk) task in parallel.
+template <typename Body>
+void for_each_chunk(const Layout& layout, const Body& body) {
+  const int64_t tasks = layout.rows * layout.chunks_per_row;
+  const int64_t task_elems = std::max<int64_t>(1, std::min(layout.cols, kChunk));
+  const int64_t grain = std::max<int64_t>(1, 32768 / task_elems);
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t row = task / layout.chunks_per_row;
+      const int64_t chunk = task % layout.chunks_per_row;
+      const int64_t c0 = chunk * kChunk;
+      const int64_t c1 = std::min(layout.cols, c0 + kChunk);
+      body(row, c0, c1, task);
+    }
+  });
+}
+
+template <typename acc_t>
+std::vector<acc_t> sum_partials(const std::vector<acc_t>& partial, const Layout& layout) {
+  std::vector<acc_t> out(layout.rows, acc_t(0));
+  for (int64_t r = 0; r < layout.rows; ++r)
+    for (int64_t c = 0; c < layout.chunks_per_row; ++c)
+      out[r] += partial[r * layout.chunks_per_row + c];
+  return out;
+}
+
+// float16, bfloat16 and float32: float arithmetic, vectorized tiles.
+template <typename scalar_t>
+void forward_float(const scalar_t* mu, const scalar_t* lv, const scalar_t* eps, scalar_t* z,
+                   scalar_t* kl, const Layout& L, PhiloxKey key) {
+  std::vector<float> partial(L.rows * L.chunks_per_row, 0.0f);
+  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
+    float mu_t[kTile], lv_t[kTile], sig_t[kTile], noise_t[kTile], z_t[kTile];
+    float kl_sum = 0.0f;
+    for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+      const int64_t n = std::min(kTile, c1 - t0);
+      const int64_t base = row * L.cols + t0;
+      load_tile(mu + base, n, mu_t);
+      load_tile(lv + base, n, lv_t);
+      kl_sum += sigma_and_kl_tile(mu_t, lv_t, n, sig_t);
+      for (int64_t s = 0; s < L.samples; ++s) {
+        const int64_t idx = s * L.per_sample() + base;
+        if (eps != nullptr) {
+          load_tile(eps + idx, n, noise_t);
+        } else {
+          philox_normals(key, static_cast<uint64_t>(idx), n, noise_t);
+        }
+        for (int64_t i = 0; i < n; ++i) z_t[i] = mu_t[i] + noise_t[i] * sig_t[i];
+        store_tile(z_t, n, z + idx);
+      }
+    }
+    partial[task] = kl_sum;
+  });
+  const auto sums = sum_partials(partial, L);
+  for (int64_t r = 0; r < L.rows; ++r) kl[r] = static_cast<scalar_t>(0.5f * sums[r]);
+}
+
+template <typename scalar_t>
+void backward_float(const scalar_t* gz, const scalar_t* gkl, const scalar_t* mu,
+                    const scalar_t* lv, const scalar_t* eps, scalar_t* gmu, scalar_t* glv,
+                    const Layout& L, PhiloxKey key) {
+  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
+    float mu_t[kTile], lv_t[kTile], sig_t[kTile], noise_t[kTile], g_t[kTile];
+    float gsum_t[kTile], gnoise_t[kTile];
+    const float gk = static_cast<float>(gkl[row]);
+    for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+      const int64_t n = std::min(kTile, c1 - t0);
+      const int64_t base = row * L.cols + t0;
+      load_tile(mu + base, n, mu_t);
+      load_tile(lv + base, n, lv_t);
+      sigma_and_kl_tile(mu_t, lv_t, n, sig_t);
+      std::fill(gsum_t, gsum_t + n, 0.0f);
+      std::fill(gnoise_t, gnoise_t + n, 0.0f);
+      for (int64_t s = 0; s < L.samples; ++s) {
+        const int64_t idx = s * L.per_sample() + base;
+        if (eps != nullptr) {
+          load_tile(eps + idx, n, noise_t);
+        } else {
+          philox_normals(key, static_cast<uint64_t>(idx), n, noise_t);
+        }
+        load_tile(gz + idx, n, g_t);
+        for (int64_t i = 0; i < n; ++i) {
+          gsum_t[i] += g_t[i];
+          gnoise_t[i] += g_t[i] * noise_t[i];
+        }
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const float s = sig_t[i];
+        mu_t[i] = gsum_t[i] + gk * mu_t[i];
+        lv_t[i] = 0.5f * (gnoise_t[i] * s + gk * (s * s - 1.0f));
+      }
+      store_tile(mu_t, n, gmu + base);
+      store_tile(lv_t, n, glv + base);
+    }
+  });
+}
+
+// float64: the same passes in double with libm; the noise itself is float, as on every
+// other backend.
+void forward_double(const double* mu, const double* lv, const double* eps, double* z,
+                    double* kl, const Layout& L, PhiloxKey key) {
+  std::vector<double> partial(L.rows * L.chunks_per_row, 0.0);
+  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
+    float noise_t[kTile];
+    double kl_sum = 0.0;
+    for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+      const int64_t n = std::min(kTile, c1 - t0);
+      const int64_t base = row * L.cols + t0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double m = mu[base + i], v = lv[base + i];
+        kl_sum += std::exp(v) + m * m - 1.0 - v;
+      }
+      for (int64_t s = 0; s < L.samples; ++s) {
+        const int64_t idx = s * L.per_sample() + base;
+        if (eps == nullptr) philox_normals(key, static_cast<uint64_t>(idx), n, noise_t);
+        for (int64_t i = 0; i < n; ++i) {
+          const double e = eps != nullptr ? eps[idx + i] : static_cast<double>(noise_t[i]);
+          z[idx + i] = mu[base + i] + e * std::exp(0.5 * lv[base + i]);
+        }
+      }
+    }
+    partial[task] = kl_sum;
+  });
+  const auto sums = sum_partials(partial, L);
+  for (int64_t r = 0; r < L.rows; ++r) kl[r] = 0.5 * sums[r];
+}
+
+void backward_double(const double* gz, const double* gkl, const double* mu, const double* lv,
+                     const double* eps, double* gmu, double* glv, const Layout& L,
+                     PhiloxKey key) {
+  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
+    float noise_t[kTile];
+    double gsum_t[kTile], gnoise_t[kTile];
+    const double gk = gkl[row];
+    for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
+      const int64_t n = std::min(kTile, c1 - t0);
+      const int64_t base = row * L.cols + t0;
+      std::fill(gsum_t, gsum_t + n, 0.0);
+      std::fill(gnoise_t, gnoise_t + n, 0.0);
+      for (int64_t s = 0; s < L.samples; ++s) {
+        const int64_t idx = s * L.per_sample() + base;
+        if (eps == nullptr) philox_normals(key, static_cast<uint64_t>(idx), n, noise_t);
+        for (int64_t i = 0; i < n; ++i) {
+          const double e = eps != nullptr ? eps[idx + i] : static_cast<double>(noise_t[i]);
+          gsum_t[i] += gz[idx + i];
+          gnoise_t[i] += gz[idx + i] * e;
+        }
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = lv[base + i];
+        gmu[base + i] = gsum_t[i] + gk * mu[base + i];
+        glv[base + i] = 0.5 * (gnoise_t[i] * std::exp(0.5 * v) + gk * std::expm1(v));
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+const scalar_t* optional_data(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl_forward_cpu(
+    const at::Tensor& mu_in, const at::Tensor& logvar_in, const std::optional<at::Tensor>& eps_in,
+    int64_t seed, int64_t offset, int64_t num_samples) {
+  check_reparameterize_kl_inputs(mu_in, logvar_in, eps_in, num_samples);
+  check_device_type(mu_in, at::kCPU, "mu");
+  const at::Tensor mu = mu_in.contiguous();
+  const at::Tensor logvar = logvar_in.contiguous();
+  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  std::vector<int64_t> z_shape{num_samples};
+  z_shape.insert(z_shape.end(), mu.sizes().begin(), mu.sizes().end());
+  at::Tensor z = at::empty(z_shape, mu.options());
+  at::Tensor kl = at::empty({mu.size(0)}, mu.options());
+  if (mu.size(0) == 0) return {z, kl};
+  const Layout layout = make_layout(mu, num_samples);
+  const PhiloxKey key = make_philox_key(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+  if (mu.scalar_type() == at::kDouble) {
+    forward_double(mu.const_data_ptr<double>(), logvar.const_data_ptr<double>(),
+                   optional_data<double>(eps), z.mutable_data_ptr<double>(),
+                   kl.mutable_data_ptr<double>(), layout, key);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(),
+                                    "reparameterize_kl_forward_cpu", [&] {
+      forward_float<scalar_t>(mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(),
+                              optional_data<scalar_t>(eps), z.mutable_data_ptr<scalar_t>(),
+                              kl.mutable_data_ptr<scalar_t>(), layout, key);
+    });
+  }
+  return {z, kl};
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
+    const at::Tensor& grad_z_in, const at::Tensor& grad_kl_in, const at::Tensor& mu_in,
+    const at::Tensor& logvar_in, const std::optional<at::Tensor>& eps_in, int64_t seed,
+    int64_t offset, int64_t num_samples) {
+  check_reparameterize_kl_inputs(mu_in, logvar_in, eps_in, num_samples);
+  check_reparameterize_kl_grads(grad_z_in, grad_kl_in, mu_in, num_samples);
+  check_device_type(mu_in, at::kCPU, "mu");
+  const at::Tensor mu = mu_in.contiguous();
+  const at::Tensor logvar = logvar_in.contiguous();
+  const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
+  const at::Tensor grad_z = grad_z_in.contiguous();
+  const at::Tensor grad_kl = grad_kl_in.contiguous();
+  at::Tensor grad_mu = at::empty_like(mu);
+  at::Tensor grad_logvar = at::empty_like(logvar);
+  if (mu.numel() == 0) return {grad_mu, grad_logvar};
+  const Layout layout = make_layout(mu, num_samples);
+  const PhiloxKey key = make_philox_key(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+  if (mu.scalar_type() == at::kDouble) {
+    backward_double(grad_z.const_data_ptr<double>(), grad_kl.const_data_ptr<double>(),
+                    mu.const_data_ptr<double>(), logvar.const_data_ptr<double>(),
+                    optional_data<double>(eps), grad_mu.mutable_data_ptr<double>(),
+                    grad_logvar.mutable_data_ptr<double>(), layout, key);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(),
+                                    "reparameterize_kl_backward_cpu", [&] {
+      backward_float<scalar_t>(grad_z.const_data_ptr<scalar_t>(),
+                               grad_kl.const_data_ptr<scalar_t>(), mu.const_data_ptr<scalar_t>(),
+                               logvar.const_data_ptr<scalar_t>(), optional_data<scalar_t>(eps),
+                               grad_mu.mutable_data_ptr<scalar_t>(),
+                               grad_logvar.mutable_data_ptr<scalar_t>(), layout, key);
+    });
+  }
+  return {grad_mu, grad_logvar};
+}
+
+}  // namespace genmodels

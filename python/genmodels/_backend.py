@@ -1,0 +1,137 @@
+"""Which kernels this install has, and which backend runs a given call."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+
+BACKENDS = ("auto", "native", "triton", "reference")
+ENV_VAR = "GENMODELS_BACKEND"
+
+# The GPU kernel `auto` picks per op, fastest first, from the benchmarks in benchmarks/.
+AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "reparameterize_kl": ("native", "triton"),
+}
+
+try:
+    from genmodels import _C  # type: ignore[attr-defined]
+
+    _C_ERROR: str | None = None
+except ImportError as exc:  # not built: every op still works through the reference
+    _C = None
+    _C_ERROR = f"genmodels._C is not built ({exc}); install with `pip install --no-build-isolation -e .`"
+
+_warned_reference = False
+
+
+def native_available(device_type: str) -> tuple[bool, str | None]:
+    if _C is None:
+        return False, _C_ERROR
+    if device_type == "cpu":
+        return True, None
+    if device_type == "cuda":
+        if _C.has_cuda:
+            return True, None
+        return False, "genmodels._C was built without CUDA (CPU-only torch, no nvcc, or FORCE_ONLY_CPU=1)"
+    return False, f"no native kernels for {device_type} tensors"
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def _triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton is not installed ({exc})"
+    return None
+
+
+def triton_available(device_type: str) -> tuple[bool, str | None]:
+    error = _triton_import_error()
+    if error is not None:
+        return False, error
+    if device_type == "cuda":
+        return True, None
+    if device_type == "cpu":
+        if triton_interpret():
+            return True, None
+        return False, "Triton runs on CPU tensors only under TRITON_INTERPRET=1"
+    return False, f"no Triton kernels for {device_type} tensors"
+
+
+def backends() -> dict[str, dict[str, object]]:
+    """What this install can run: {name: {"available": bool, "detail": str}}."""
+    report = {}
+    for name, (ok, why) in {
+        "native_cpu": native_available("cpu"),
+        "native_cuda": native_available("cuda"),
+        "triton_cuda": triton_available("cuda"),
+        "triton_cpu_interpreter": triton_available("cpu"),
+    }.items():
+        report[name] = {"available": ok, "detail": "ok" if ok else why}
+    if report["native_cuda"]["available"] and not torch.cuda.is_available():
+        report["native_cuda"]["detail"] = "built, but no CUDA device is visible"
+    if report["triton_cuda"]["available"] and not torch.cuda.is_available():
+        report["triton_cuda"]["detail"] = "installed, but no CUDA device is visible"
+    return report
+
+
+def _check_name(backend: object, where: str) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"{where} must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _fall_back_to_reference(reason: str | None) -> str:
+    global _warned_reference
+    if not _warned_reference:
+        _warned_reference = True
+        warnings.warn(
+            f"genmodels: using the pure-PyTorch reference kernels: {reason}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "reference"
+
+
+def resolve(backend: object, op: str, device: torch.device) -> str:
+    """The backend ("native", "triton" or "reference") that runs `op` on `device`."""
+    backend = _check_name(backend, "backend")
+    if backend == "auto":
+        env = os.environ.get(ENV_VAR)
+        if env:
+            backend = _check_name(env, ENV_VAR)
+    if backend == "reference":
+        return backend
+    if backend == "native":
+        ok, why = native_available(device.type)
+        if not ok:
+            raise RuntimeError(f"backend='native' is not available for {op}: {why}")
+        return backend
+    if backend == "triton":
+        ok, why = triton_available(device.type)
+        if not ok:
+            raise RuntimeError(f"backend='triton' is not available for {op}: {why}")
+        return backend
+    # auto
+    if device.type == "cuda":
+        reasons = []
+        for candidate in AUTO_CUDA_PREFERENCE.get(op, ("native", "triton")):
+            ok, why = (native_available if candidate == "native" else triton_available)("cuda")
+            if ok:
+                return candidate
+            reasons.append(why)
+        return _fall_back_to_reference("; ".join(r for r in reasons if r))
+    ok, why = native_available(device.type)
+    return "native" if ok else _fall_back_to_reference(why)
+
+
+def native_entry(op: str, direction: str, device: torch.device):
+    """The compiled entry point `{op}_{direction}_{cpu|cuda}` for `device`."""
+    return getattr(_C, f"{op}_{direction}_{device.type}")

@@ -1,0 +1,5 @@
+"""Autograd-aware operators with native, Triton and reference backends."""
+
+from genmodels.ops.reparameterize_kl import reparameterize_kl
+
+__all__ = ["reparameterize_kl"]

@@ -1,0 +1,57 @@
+"""Argument checks shared by every op: each error names the argument it is about."""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def check_tensor(t: object, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def check_floating(t: torch.Tensor, name: str) -> None:
+    check_tensor(t, name)
+    if t.dtype not in FLOAT_DTYPES:
+        raise RuntimeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}"
+        )
+
+
+def check_like(t: object, ref: torch.Tensor, name: str, ref_name: str, shape=None) -> None:
+    """`t` is a tensor with `ref`'s dtype and device and the given shape (default `ref`'s)."""
+    check_tensor(t, name)
+    if t.device != ref.device:
+        raise RuntimeError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+    if t.dtype != ref.dtype:
+        raise RuntimeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
+    expected = tuple(ref.shape) if shape is None else tuple(shape)
+    if tuple(t.shape) != expected:
+        raise RuntimeError(f"{name} must have shape {list(expected)}, got {list(t.shape)}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def check_reduction(reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def reduce_batch(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Applies `reduction` to per-sample values of shape [B]."""
+    if reduction == "sum":
+        return values.sum()
+    if reduction == "mean":
+        return values.mean()
+    return values
