@@ -11,8 +11,10 @@
 
 #if defined(__CUDACC__)
 #define GM_HOST_DEVICE __host__ __device__ __forceinline__
+#define GM_UNROLL _Pragma("unroll")
 #else
 #define GM_HOST_DEVICE inline
+#define GM_UNROLL
 #endif
 
 namespace genmodels {
@@ -42,7 +44,7 @@ struct Philox4 {
 
 GM_HOST_DEVICE Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
                                      uint32_t k0, uint32_t k1) {
-#pragma unroll
+GM_UNROLL
   for (int round = 0; round < 10; ++round) {
     const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
     const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
