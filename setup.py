@@ -39,8 +39,9 @@ def _sources(pattern: str) -> list[str]:
 def _extension():
     with_cuda = _with_cuda()
     sources = _sources("csrc/bindings.cpp") + _sources("csrc/*/*_cpu.cpp")
-    # -fno-math-errno lets GCC vectorize sqrt; torch itself is built with it.
-    cxx = ["-O3", "-fno-math-errno", "-fvisibility=hidden"]
+    # Without errno and trap semantics GCC vectorizes sqrt and if-converts the selects in
+    # the kernels' loops; torch itself is built with both flags.
+    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden"]
     link = []
     macros = []
     if _torch_uses_openmp():

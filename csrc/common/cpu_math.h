@@ -94,7 +94,7 @@ inline void sincos_turns(float t, float& s, float& c) {
   const float s0 = swap ? ca : sa;
   const float c0 = swap ? sa : ca;
   s = (quadrant >= 2) ? -s0 : s0;
-  c = (quadrant == 1 || quadrant == 2) ? -c0 : c0;
+  c = (((quadrant + 1) & 2) != 0) ? -c0 : c0;  // quadrants 1 and 2
 }
 
 }  // namespace cpu_math

@@ -30,23 +30,40 @@ namespace {
 constexpr int64_t kTile = 256;
 constexpr int64_t kChunk = 16384;
 
-// Normals of the elements [first, first + count) of the stream; count <= kTile.
+// Normals of the elements [first, first + count) of the stream; count <= kTile. Three
+// loops over structure-of-arrays buffers (Philox words, Box-Muller, interleave) so that
+// the first two vectorize.
 GM_CPU_CLONES void philox_normals(PhiloxKey key, uint64_t first, int64_t count, float* out) {
+  constexpr int64_t kGroups = kTile / 4 + 2;
   const uint64_t g0 = first >> 2;
   const int64_t lead = static_cast<int64_t>(first & 3);
   const int64_t groups = (lead + count + 3) >> 2;
-  float buf[kTile + 8];
+  uint32_t w0[kGroups], w1[kGroups], w2[kGroups], w3[kGroups];
   for (int64_t j = 0; j < groups; ++j) {
     const Philox4 r = philox_group(key, g0 + static_cast<uint64_t>(j));
-    const float r0 = std::sqrt(-2.0f * cpu_math::log_positive(uniform_open(r.x0)));
-    const float r1 = std::sqrt(-2.0f * cpu_math::log_positive(uniform_open(r.x2)));
+    w0[j] = r.x0;
+    w1[j] = r.x1;
+    w2[j] = r.x2;
+    w3[j] = r.x3;
+  }
+  float n0[kGroups], n1[kGroups], n2[kGroups], n3[kGroups];
+  for (int64_t j = 0; j < groups; ++j) {
+    const float r0 = std::sqrt(-2.0f * cpu_math::log_positive(uniform_open(w0[j])));
+    const float r1 = std::sqrt(-2.0f * cpu_math::log_positive(uniform_open(w2[j])));
     float s0, c0, s1, c1;
-    cpu_math::sincos_turns(uniform_turns(r.x1), s0, c0);
-    cpu_math::sincos_turns(uniform_turns(r.x3), s1, c1);
-    buf[4 * j + 0] = r0 * c0;
-    buf[4 * j + 1] = r0 * s0;
-    buf[4 * j + 2] = r1 * c1;
-    buf[4 * j + 3] = r1 * s1;
+    cpu_math::sincos_turns(uniform_turns(w1[j]), s0, c0);
+    cpu_math::sincos_turns(uniform_turns(w3[j]), s1, c1);
+    n0[j] = r0 * c0;
+    n1[j] = r0 * s0;
+    n2[j] = r1 * c1;
+    n3[j] = r1 * s1;
+  }
+  float buf[4 * kGroups];
+  for (int64_t j = 0; j < groups; ++j) {
+    buf[4 * j + 0] = n0[j];
+    buf[4 * j + 1] = n1[j];
+    buf[4 * j + 2] = n2[j];
+    buf[4 * j + 3] = n3[j];
   }
   std::copy(buf + lead, buf + lead + count, out);
 }
@@ -71,6 +88,38 @@ GM_CPU_CLONES float sigma_and_kl_tile(const float* mu, const float* lv, int64_t 
   float total = 0.0f;
   for (int j = 0; j < 16; ++j) total += acc[j];
   return total;
+}
+
+GM_CPU_CLONES void sigma_tile(const float* lv, int64_t count, float* sigma) {
+  for (int64_t i = 0; i < count; ++i) sigma[i] = cpu_math::exp_any(0.5f * lv[i]);
+}
+
+// z = mu + noise * sigma
+GM_CPU_CLONES void sample_tile(const float* mu, const float* noise, const float* sigma,
+                               int64_t count, float* z) {
+  for (int64_t i = 0; i < count; ++i) z[i] = mu[i] + noise[i] * sigma[i];
+}
+
+// Sums over samples of grad_z and grad_z * noise.
+GM_CPU_CLONES void accumulate_grad_tile(const float* g, const float* noise, int64_t count,
+                                        float* g_sum, float* g_noise) {
+  for (int64_t i = 0; i < count; ++i) {
+    g_sum[i] += g[i];
+    g_noise[i] += g[i] * noise[i];
+  }
+}
+
+// grad_mu = sum(grad_z) + grad_kl * mu;
+// grad_logvar = (sum(grad_z * noise) * sigma + grad_kl * (sigma^2 - 1)) / 2, in place over
+// mu and sigma.
+GM_CPU_CLONES void finish_grad_tile(const float* g_sum, const float* g_noise, float grad_kl,
+                                    int64_t count, float* mu_to_grad_mu,
+                                    float* sigma_to_grad_logvar) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float s = sigma_to_grad_logvar[i];
+    mu_to_grad_mu[i] = g_sum[i] + grad_kl * mu_to_grad_mu[i];
+    sigma_to_grad_logvar[i] = 0.5f * (g_noise[i] * s + grad_kl * (s * s - 1.0f));
+  }
 }
 
 template <typename scalar_t>
@@ -142,7 +191,7 @@ void forward_float(const scalar_t* mu, const scalar_t* lv, const scalar_t* eps, 
         } else {
           philox_normals(key, static_cast<uint64_t>(idx), n, noise_t);
         }
-        for (int64_t i = 0; i < n; ++i) z_t[i] = mu_t[i] + noise_t[i] * sig_t[i];
+        sample_tile(mu_t, noise_t, sig_t, n, z_t);
         store_tile(z_t, n, z + idx);
       }
     }
@@ -165,7 +214,7 @@ void backward_float(const scalar_t* gz, const scalar_t* gkl, const scalar_t* mu,
       const int64_t base = row * L.cols + t0;
       load_tile(mu + base, n, mu_t);
       load_tile(lv + base, n, lv_t);
-      sigma_and_kl_tile(mu_t, lv_t, n, sig_t);
+      sigma_tile(lv_t, n, sig_t);
       std::fill(gsum_t, gsum_t + n, 0.0f);
       std::fill(gnoise_t, gnoise_t + n, 0.0f);
       for (int64_t s = 0; s < L.samples; ++s) {
@@ -176,18 +225,11 @@ void backward_float(const scalar_t* gz, const scalar_t* gkl, const scalar_t* mu,
           philox_normals(key, static_cast<uint64_t>(idx), n, noise_t);
         }
         load_tile(gz + idx, n, g_t);
-        for (int64_t i = 0; i < n; ++i) {
-          gsum_t[i] += g_t[i];
-          gnoise_t[i] += g_t[i] * noise_t[i];
-        }
+        accumulate_grad_tile(g_t, noise_t, n, gsum_t, gnoise_t);
       }
-      for (int64_t i = 0; i < n; ++i) {
-        const float s = sig_t[i];
-        mu_t[i] = gsum_t[i] + gk * mu_t[i];
-        lv_t[i] = 0.5f * (gnoise_t[i] * s + gk * (s * s - 1.0f));
-      }
+      finish_grad_tile(gsum_t, gnoise_t, gk, n, mu_t, sig_t);
       store_tile(mu_t, n, gmu + base);
-      store_tile(lv_t, n, glv + base);
+      store_tile(sig_t, n, glv + base);
     }
   });
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import os
 import warnings
 
@@ -43,19 +43,13 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.cache
-def _triton_import_error() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return f"triton is not installed ({exc})"
-    return None
+# find_spec, not import: importing triton costs a second that most calls never need.
+_TRITON_ERROR = None if importlib.util.find_spec("triton") else "triton is not installed"
 
 
 def triton_available(device_type: str) -> tuple[bool, str | None]:
-    error = _triton_import_error()
-    if error is not None:
-        return False, error
+    if _TRITON_ERROR is not None:
+        return False, _TRITON_ERROR
     if device_type == "cuda":
         return True, None
     if device_type == "cpu":

@@ -1,0 +1,92 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import genmodels
+from genmodels import _backend
+from genmodels.ops import reparameterize_kl
+
+CPU = torch.device("cpu")
+
+
+def test_backends_reports_every_kernel_family():
+    report = genmodels.backends()
+    assert set(report) == {"native_cpu", "native_cuda", "triton_cuda", "triton_cpu_interpreter"}
+    for entry in report.values():
+        assert isinstance(entry["available"], bool) and isinstance(entry["detail"], str)
+        assert entry["detail"] == "ok" or not entry["available"] or "visible" in entry["detail"]
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        _backend.resolve("fast", "reparameterize_kl", CPU)
+
+
+def test_environment_variable_overrides_auto(monkeypatch):
+    monkeypatch.setenv(_backend.ENV_VAR, "reference")
+    assert _backend.resolve("auto", "reparameterize_kl", CPU) == "reference"
+    # An explicit argument wins over the environment.
+    assert _backend.resolve("reference", "reparameterize_kl", CPU) == "reference"
+    monkeypatch.setenv(_backend.ENV_VAR, "bogus")
+    with pytest.raises(ValueError, match=_backend.ENV_VAR):
+        _backend.resolve("auto", "reparameterize_kl", CPU)
+
+
+def test_auto_on_cpu_picks_native_when_built():
+    expected = "native" if _backend.native_available("cpu")[0] else "reference"
+    assert _backend.resolve("auto", "reparameterize_kl", CPU) == expected
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        _backend.resolve("triton", "reparameterize_kl", CPU)
+
+
+def test_native_cuda_unavailable_is_explained():
+    if torch.cuda.is_available() and _backend._C is not None and _backend._C.has_cuda:
+        pytest.skip("this install has native CUDA kernels")
+    ok, why = _backend.native_available("cuda")
+    assert not ok and why
+
+
+def test_import_without_extension_falls_back_with_one_warning():
+    # Simulate an install whose compiled extension is missing.
+    code = """
+import sys, warnings
+sys.modules["genmodels._C"] = None
+import torch, genmodels
+from genmodels.ops import reparameterize_kl
+assert not genmodels.backends()["native_cpu"]["available"]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(3):
+        z, kl = reparameterize_kl(torch.randn(2, 3), torch.randn(2, 3))
+messages = [str(w.message) for w in caught if "reference" in str(w.message)]
+assert len(messages) == 1, messages
+assert "not built" in messages[0], messages[0]
+try:
+    reparameterize_kl(torch.randn(2, 3), torch.randn(2, 3), backend="native")
+except RuntimeError as e:
+    assert "not built" in str(e)
+else:
+    raise AssertionError("native must fail without the extension")
+print("ok")
+"""
+    env = dict(os.environ)
+    env.pop(_backend.ENV_VAR, None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_explicit_backends_agree_through_public_function():
+    mu, logvar = torch.randn(3, 4), torch.randn(3, 4)
+    results = [
+        reparameterize_kl(mu, logvar, generator=torch.Generator().manual_seed(0), backend=b)[0]
+        for b in ("reference", "auto")
+    ]
+    torch.testing.assert_close(results[0], results[1], rtol=2e-5, atol=2e-5)
