@@ -82,4 +82,3 @@ def test_cuda_glue_type_checks(source, tmp_path):
     cmd += [f"-I{p}" for p in includes] + [source]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]
-

@@ -97,12 +97,14 @@ def test_forward_backward_matches_reference_internal_noise(backend, shape, num_s
     for name in ("reference", backend):
         m = mu.clone().requires_grad_()
         lv = logvar.clone().requires_grad_()
-        z, kl = reparameterize_kl(m, lv, num_samples=num_samples, generator=seeded(11), backend=name)
+        z, kl = reparameterize_kl(
+            m, lv, num_samples=num_samples, generator=seeded(11), backend=name
+        )
         gz = torch.randn(z.shape, generator=seeded(1))
         gkl = torch.randn(kl.shape, generator=seeded(2))
         torch.autograd.backward([z, kl], [gz, gkl])
         outs[name] = (z, kl, m.grad, lv.grad)
-    for got, want in zip(outs[backend], outs["reference"]):
+    for got, want in zip(outs[backend], outs["reference"], strict=True):
         torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
 
 
@@ -118,15 +120,13 @@ def test_dtypes_match_reference(backend, dtype, explicit_eps):
     for name in ("reference", backend):
         m = mu.clone().requires_grad_()
         lv = logvar.clone().requires_grad_()
-        z, kl = reparameterize_kl(
-            m, lv, eps=eps, num_samples=2, generator=seeded(4), backend=name
-        )
+        z, kl = reparameterize_kl(m, lv, eps=eps, num_samples=2, generator=seeded(4), backend=name)
         (z.float().sum() + (kl.float() * 0.5).sum()).backward()
         results[name] = (z, kl, m.grad, lv.grad)
     # In-kernel noise is float32 on every backend, so float64 results agree to float32
     # rounding of the noise; with explicit eps they agree to float64 rounding.
     tol = tolerance(torch.float32 if dtype == torch.float64 and not explicit_eps else dtype)
-    for got, want in zip(results[backend], results["reference"]):
+    for got, want in zip(results[backend], results["reference"], strict=True):
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, **tol)
 
@@ -161,7 +161,9 @@ def test_native_and_triton_draw_the_same_noise(backend):
     z, _ = reparameterize_kl(mu, logvar, num_samples=2, generator=seeded(8), backend=backend)
     g = seeded(8)
     seed, offset = torch.randint(-(2**63), 2**63 - 1, (2,), generator=g).tolist()
-    torch.testing.assert_close(z.flatten(), philox_normals(seed, offset, z.numel()), rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(
+        z.flatten(), philox_normals(seed, offset, z.numel()), rtol=2e-6, atol=2e-6
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -203,7 +205,9 @@ def test_gradients_exact_when_sigma_is_tiny(backend):
     logvar = torch.full((2, 50), -40.0, requires_grad=True)
     z, _ = reparameterize_kl(mu, logvar, generator=seeded(7), backend=backend)
     z.sum().backward()
-    eps = philox_normals(*torch.randint(-(2**63), 2**63 - 1, (2,), generator=seeded(7)).tolist(), 100)
+    eps = philox_normals(
+        *torch.randint(-(2**63), 2**63 - 1, (2,), generator=seeded(7)).tolist(), 100
+    )
     want = 0.5 * eps.view(2, 50) * math.exp(-20.0)
     torch.testing.assert_close(logvar.grad, want, rtol=1e-5, atol=0)
 
@@ -276,14 +280,14 @@ def test_compile_fullgraph_matches_eager(backend):
         return reparameterize_kl(m, lv, num_samples=2, reduction="sum", backend=backend)
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    for got, want in zip(compiled(mu, logvar, eps), step(mu, logvar, eps)):
+    for got, want in zip(compiled(mu, logvar, eps), step(mu, logvar, eps), strict=True):
         torch.testing.assert_close(got, want)
     compiled_internal = torch.compile(internal, fullgraph=True, backend="aot_eager")
     torch.manual_seed(1)
     want = internal(mu, logvar)
     torch.manual_seed(1)
     got = compiled_internal(mu, logvar)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)
 
 

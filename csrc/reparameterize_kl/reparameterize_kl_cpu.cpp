@@ -13,6 +13,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/cpu_alloc.h"
 #include "common/cpu_math.h"
 #include "common/philox.h"
 #include "reparameterize_kl/reparameterize_kl.h"
@@ -311,7 +312,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_forward_cpu(
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   std::vector<int64_t> z_shape{num_samples};
   z_shape.insert(z_shape.end(), mu.sizes().begin(), mu.sizes().end());
-  at::Tensor z = at::empty(z_shape, mu.options());
+  at::Tensor z = empty_output(z_shape, mu.options());
   at::Tensor kl = at::empty({mu.size(0)}, mu.options());
   if (mu.size(0) == 0) return {z, kl};
   const Layout layout = make_layout(mu, num_samples);
@@ -343,8 +344,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
   const at::Tensor eps = eps_in.has_value() ? eps_in->contiguous() : at::Tensor();
   const at::Tensor grad_z = grad_z_in.contiguous();
   const at::Tensor grad_kl = grad_kl_in.contiguous();
-  at::Tensor grad_mu = at::empty_like(mu);
-  at::Tensor grad_logvar = at::empty_like(logvar);
+  at::Tensor grad_mu = empty_output_like(mu);
+  at::Tensor grad_logvar = empty_output_like(logvar);
   if (mu.numel() == 0) return {grad_mu, grad_logvar};
   const Layout layout = make_layout(mu, num_samples);
   const PhiloxKey key = make_philox_key(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));

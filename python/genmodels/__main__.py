@@ -1,0 +1,5 @@
+import sys
+
+from genmodels.cli import main
+
+sys.exit(main())

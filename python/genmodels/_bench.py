@@ -1,0 +1,108 @@
+"""The speed table behind `genmodels bench`: each op's forward + backward against the
+plain-PyTorch recipe (genmodels.recipes) and torch.compile of it, at one size per op."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import torch
+
+from genmodels import ops, recipes
+
+
+@dataclasses.dataclass
+class Case:
+    op: str
+    shape: str
+    make_inputs: Callable[[torch.device], tuple[list[torch.Tensor], list[torch.Tensor]]]
+    ours: Callable
+    recipe: Callable
+
+
+def _reparameterize_kl_case(device: torch.device) -> Case:
+    rows, cols = (4096, 4096) if device.type == "cuda" else (256, 32768)
+
+    def make_inputs(dev):
+        mu = torch.randn(rows, cols, device=dev, requires_grad=True)
+        logvar = torch.randn(rows, cols, device=dev, requires_grad=True)
+        grads = [torch.randn(rows, cols, device=dev), torch.randn(rows, device=dev)]
+        return [mu, logvar], grads
+
+    return Case(
+        "reparameterize_kl",
+        f"{rows}x{cols}",
+        make_inputs,
+        lambda mu, lv: ops.reparameterize_kl(mu, lv),
+        recipes.reparameterize_kl_recipe,
+    )
+
+
+CASES = [_reparameterize_kl_case]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_full_step(fn, inputs, grads, device, repeat: int) -> float:
+    """Best wall time of forward + backward over `repeat` runs, after two warm-ups."""
+
+    def step():
+        for t in inputs:
+            t.grad = None
+        outputs = fn(*inputs)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        torch.autograd.backward(list(outputs), grads[: len(outputs)])
+
+    best = float("inf")
+    for i in range(repeat + 2):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def speed_table(device: torch.device, repeat: int = 5, compile: bool = True) -> list[dict]:
+    results = []
+    for make_case in CASES:
+        case = make_case(device)
+        inputs, grads = case.make_inputs(device)
+        providers = {"genmodels": case.ours, "eager recipe": case.recipe}
+        if compile:
+            providers["compiled recipe"] = torch.compile(case.recipe)
+        times = {
+            name: time_full_step(fn, inputs, grads, device, repeat)
+            for name, fn in providers.items()
+        }
+        for name, seconds in times.items():
+            results.append(
+                {
+                    "op": case.op,
+                    "shape": case.shape,
+                    "provider": name,
+                    "ms": seconds * 1e3,
+                    "speedup_vs_eager": times["eager recipe"] / seconds,
+                    "speedup_vs_compiled": times["compiled recipe"] / seconds if compile else None,
+                }
+            )
+    return results
+
+
+def format_table(results: list[dict], device: torch.device) -> str:
+    lines = [
+        f"forward + backward on {device} ({torch.get_num_threads()} threads), best of the runs",
+        f"{'op':<20} {'shape':<12} {'provider':<16} {'ms':>10} {'vs eager':>9} {'vs compiled':>12}",
+    ]
+    for r in results:
+        vs_compiled = f"{r['speedup_vs_compiled']:.2f}x" if r["speedup_vs_compiled"] else "-"
+        lines.append(
+            f"{r['op']:<20} {r['shape']:<12} {r['provider']:<16} {r['ms']:>10.2f} "
+            f"{r['speedup_vs_eager']:>8.2f}x {vs_compiled:>12}"
+        )
+    return "\n".join(lines)
