@@ -14,7 +14,7 @@ from conftest import DEVICE, ON_GPU, copy_bandwidth, record, run_mode  # noqa: F
 from genmodels.ops import reparameterize_kl
 from genmodels.recipes import reparameterize_kl_recipe
 
-SIZES = [(128, 32), (1024, 1024), (256, 32768)] + ([(4096, 4096), (8192, 8192)] if ON_GPU else [])
+SIZES = [(128, 32), (1024, 1024), (256, 32768), (4096, 4096), (8192, 8192)]
 PROVIDERS = ["native", "eager", "compile"] + (["triton", "empty-launch"] if ON_GPU else [])
 MODES = ["forward", "backward", "full"]
 
