@@ -54,12 +54,14 @@ def _conv_kernel(
             for k0 in range(0, CIN, BLOCK_K):
                 ci = k0 + tl.arange(0, BLOCK_K)
                 ci_ok = ci < CIN
-                a = tl.load(x_ptr + row[:, None] + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
+                a_mask = ok[:, None] & ci_ok[None, :]
+                a = tl.load(x_ptr + row[:, None] + ci[None, :], mask=a_mask, other=0.0)
                 w_mask = ci_ok[:, None] & j_ok[None, :]
                 w_off = ci[:, None] * sw_i + (tap // K) * sw_y + (tap % K) * sw_x
                 wa = tl.load(w_ptr + w_off + ca[None, :] * sw_o, mask=w_mask, other=0.0)
                 if CENTER_MASKED and tap == (K // 2) * K + K // 2:
-                    wa = wa * tl.load(cm_ptr + ca[None, :] * CIN + ci[:, None], mask=w_mask, other=0.0)
+                    cm_off = ci[:, None]
+                    wa *= tl.load(cm_ptr + ca[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
                 if UPCAST:
                     a = a.to(ACC)
                     wa = wa.to(ACC)
@@ -67,7 +69,7 @@ def _conv_kernel(
                 if GATED:
                     wb = tl.load(w_ptr + w_off + cb[None, :] * sw_o, mask=w_mask, other=0.0)
                     if CENTER_MASKED and tap == (K // 2) * K + K // 2:
-                        wb = wb * tl.load(cm_ptr + cb[None, :] * CIN + ci[:, None], mask=w_mask, other=0.0)
+                        wb *= tl.load(cm_ptr + cb[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
                     if UPCAST:
                         wb = wb.to(ACC)
                     acc_b = tl.dot(a, wb, acc_b, input_precision=PRECISION, out_dtype=ACC)
@@ -209,7 +211,7 @@ def backward(grad_out, x, weight, taps, cm, need_input: bool, need_weight: bool)
     grad_x = x.new_empty((0,))
     grad_w = weight.new_empty((0,))
     if need_input:
-        # grad_x = conv(grad_out) over the mirrored taps with weight'[ci, co, tap'] = weight[co, ci, tap]
+        # grad_x: conv of grad_out over the mirrored taps; w'[ci, co, tap'] = weight[co, ci, tap]
         mirrored = sorted(k * k - 1 - t for t in taps)
         w_t = weight.transpose(0, 1).flip((2, 3))
         cm_t = cm.t().contiguous() if cm is not None else None
