@@ -59,19 +59,21 @@ def _conv_kernel(
                 w_mask = ci_ok[:, None] & j_ok[None, :]
                 w_off = ci[:, None] * sw_i + (tap // K) * sw_y + (tap % K) * sw_x
                 wa = tl.load(w_ptr + w_off + ca[None, :] * sw_o, mask=w_mask, other=0.0)
-                if CENTER_MASKED and tap == (K // 2) * K + K // 2:
-                    cm_off = ci[:, None]
-                    wa *= tl.load(cm_ptr + ca[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
                 if UPCAST:
                     a = a.to(ACC)
                     wa = wa.to(ACC)
+                if CENTER_MASKED and tap == (K // 2) * K + K // 2:
+                    cm_off = ci[:, None]
+                    cm = tl.load(cm_ptr + ca[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
+                    wa *= cm.to(wa.dtype)
                 acc_a = tl.dot(a, wa, acc_a, input_precision=PRECISION, out_dtype=ACC)
                 if GATED:
                     wb = tl.load(w_ptr + w_off + cb[None, :] * sw_o, mask=w_mask, other=0.0)
-                    if CENTER_MASKED and tap == (K // 2) * K + K // 2:
-                        wb *= tl.load(cm_ptr + cb[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
                     if UPCAST:
                         wb = wb.to(ACC)
+                    if CENTER_MASKED and tap == (K // 2) * K + K // 2:
+                        cm = tl.load(cm_ptr + cb[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
+                        wb *= cm.to(wb.dtype)
                     acc_b = tl.dot(a, wb, acc_b, input_precision=PRECISION, out_dtype=ACC)
     out_mask = m_ok[:, None] & j_ok[None, :]
     if HAS_BIAS:
