@@ -178,7 +178,7 @@ def _conv(x_nhwc, weight, cm, bias, addend, taps, out_c, per, gated):
     upcast, precision = _dot_config(x_nhwc.dtype, x_nhwc.device)
     block_m, block_n, block_k = _blocks(m, cin, out_c)
     if _interpret():
-        block_m = min(block_m, 32)
+        block_m = 128  # fewer, larger programs: the interpreter pays per program
     sa = addend.stride() if addend is not None else (0, 0, 0, 0)
     grid = (triton.cdiv(m, block_m), triton.cdiv(out_c, block_n))
     _conv_kernel[grid](
@@ -231,7 +231,7 @@ def _weight_grad(x_nhwc, g, weight, taps, cm):
     if m == 0 or not taps:
         return torch.zeros_like(weight, memory_format=torch.contiguous_format)
     upcast, precision = _dot_config(x_nhwc.dtype, x_nhwc.device)
-    block_m = 32 if _interpret() else 64
+    block_m = 128 if _interpret() else 64
     block_i = max(16, min(64, next_power_of_2(c_in)))
     block_o = max(16, min(64, next_power_of_2(c_out)))
     tiles = triton.cdiv(c_in, block_i) * triton.cdiv(c_out, block_o)
