@@ -392,3 +392,44 @@ def test_native_entry_checks(backend):
 
 def test_every_mask_type_is_tested():
     assert set(MASK_TYPES) == {"A", "B", "VA", "VB", "HA", "HB"}
+
+
+@pytest.mark.skipif(not _backend.triton_available("cuda")[0], reason="triton is not installed")
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_triton_kernels_compile_for_sm90(dtype):
+    """Ahead-of-time compile for an H100 (no GPU needed), so GPU-only Triton errors show here."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from genkernels import masked_conv2d as kernels
+
+    def jit(fn):  # under TRITON_INTERPRET=1 the kernels are interpreter wrappers
+        return fn if hasattr(fn, "cache_key") else triton.runtime.jit.JITFunction(fn.fn)
+
+    target = GPUTarget("cuda", 90, 32)
+    ptr = "*" + dtype
+    sig = {n: ptr for n in ("x_ptr", "w_ptr", "cm_ptr", "b_ptr", "add_ptr", "y_ptr")}
+    sig.update(
+        {n: "i32" for n in "M H W CIN OUT_C PER sw_o sw_i sw_y sw_x sa_n sa_c sa_h sa_w".split()}
+    )
+    consts = dict(
+        K=3, TAPS=0b11111, CENTER_MASKED=True, HAS_BIAS=True, HAS_ADD=True, GATED=True,
+        UPCAST=False, PRECISION="tf32" if dtype == "fp32" else "ieee", ACC=triton.language.float32,
+        BLOCK_M=64, BLOCK_N=32, BLOCK_K=32,
+    )  # fmt: skip
+    sig.update({n: "constexpr" for n in consts})
+    triton.compile(
+        ASTSource(fn=jit(kernels._conv_kernel), signature=sig, constexprs=consts), target=target
+    )
+    sig = {"x_ptr": ptr, "g_ptr": ptr, "taps_ptr": "*i32", "part_ptr": "*fp32"}
+    sig.update({n: "i32" for n in "M H W CIN COUT ROWS_PER_SPLIT".split()})
+    consts = dict(
+        K=3, UPCAST=False, PRECISION=consts["PRECISION"], ACC=triton.language.float32,
+        BLOCK_M=64, BLOCK_I=32, BLOCK_O=32,
+    )  # fmt: skip
+    sig.update({n: "constexpr" for n in consts})
+    triton.compile(
+        ASTSource(fn=jit(kernels._weight_grad_kernel), signature=sig, constexprs=consts),
+        target=target,
+    )
