@@ -301,7 +301,7 @@ def test_torch_compile_matches_eager(backend):
         return masked_conv2d(x, w, b, mask_type="A", color_groups=3, backend=backend).tanh().sum()
 
     torch._dynamo.reset()
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(f, fullgraph=True)
     eager_out = f(x, w, b)
     (eager_grad,) = torch.autograd.grad(eager_out, w)
     out = compiled(x, w, b)
@@ -433,3 +433,20 @@ def test_triton_kernels_compile_for_sm90(dtype):
         ASTSource(fn=jit(kernels._weight_grad_kernel), signature=sig, constexprs=consts),
         target=target,
     )
+
+
+@pytest.mark.parametrize("backend", TRITON)
+def test_torch_compile_fused_gated(backend):
+    x, w, b = _inputs(2, 3, 6, 5, 4, 3, torch.float32)
+    w.requires_grad_(True)
+
+    def f(x, w, b):
+        return masked_conv2d_gated(x, w, b, mask_type="HB", color_groups=3, backend=backend).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    (eager_grad,) = torch.autograd.grad(f(x, w, b), w)
+    out = compiled(x, w, b)
+    (grad,) = torch.autograd.grad(out, w)
+    torch.testing.assert_close(out, f(x, w, b))
+    torch.testing.assert_close(grad, eager_grad)
