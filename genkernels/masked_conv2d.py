@@ -198,7 +198,9 @@ def forward(x, weight, bias, addend, taps, cm, *, gated_groups: int):
     n, _, h, w = x.shape
     c_out = weight.shape[0]
     if addend is not None:
-        addend = addend.expand(n, c_out, h, w)
+        addend = addend.expand(n, c_out, h, w)  # broadcast dims get stride 0
+    if bias is not None:
+        bias = bias.contiguous()
     if gated_groups:
         out_c, per = c_out // 2, c_out // (2 * gated_groups)
     else:

@@ -169,12 +169,9 @@ def masked_conv2d_reference(
     """Dense convolution on weight * mask, accumulated in float32 or better."""
     c_out, c_in, k, _ = weight.shape
     n, _, h, w = x.shape
-    if h == 0 or w == 0:  # F.conv2d rejects empty images
-        return (
-            x.new_zeros((n, c_out, h, w))
-            + 0 * weight.sum()
-            + (0 if bias is None else 0 * bias.sum())
-        )
+    if h == 0 or w == 0:  # F.conv2d rejects empty images; keep the autograd graph
+        y = x.new_zeros((n, c_out, h, w)) + 0 * weight.sum()
+        return y if bias is None else y + 0 * bias.sum()
     acc = _acc(x.dtype)
     mask = make_mask(c_out, c_in, k, mask_type, color_groups, dtype=acc, device=x.device)
     b = None if bias is None else bias.to(acc)
