@@ -154,6 +154,9 @@ def test_masked_conv2d(benchmark, case, provider, mode):
     reason = _skip_reason(provider, kind, k, mode, groups, device)
     if reason:
         pytest.skip(reason)
+    if device == "cuda" and dtype == torch.float32:  # "tf32" cases: TF32 for every provider
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     benchmark.group = (
         f"masked_conv2d {kind} k{k}{mask_type} {c_in}->{c_out} {hw}x{hw} b{batch} {mode}"

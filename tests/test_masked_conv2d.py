@@ -155,7 +155,7 @@ def test_layouts(backend, layout):
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
     else:
-        x, w = noncontiguous(x), noncontiguous(w)
+        x, w, b = noncontiguous(x), noncontiguous(w), noncontiguous(b)
     _check_against_reference(backend, x, w, b, "A", 3)
 
 
