@@ -450,3 +450,20 @@ def test_torch_compile_fused_gated(backend):
     (grad,) = torch.autograd.grad(out, w)
     torch.testing.assert_close(out, f(x, w, b))
     torch.testing.assert_close(grad, eager_grad)
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("path", ["im2col", "rects"])
+@pytest.mark.parametrize(
+    "k,mask_type,groups", [(3, "A", 3), (5, "B", 1), (7, "HA", 3), (5, "VB", 1)]
+)
+def test_native_cpu_paths(backend, path, k, mask_type, groups, monkeypatch):
+    """Both CPU formulations (active-tap im2col + GEMM, and rectangles of kept taps run as
+    dense convolutions) whichever one the size picks by default."""
+    monkeypatch.setenv("GM_MASKED_CONV_CPU_PATH", path)
+    x, w, b = _inputs(3, 6, 9, 5, 6, k, torch.float64)
+    _check_against_reference(
+        backend, x.contiguous(memory_format=torch.channels_last), w, b, mask_type, groups
+    )
+    x, w, b = _inputs(2, 6, 9, 4, 3, k, torch.bfloat16)
+    _check_against_reference(backend, x, w, b, mask_type, groups)
