@@ -5,16 +5,25 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdlib>
+#include <string>
 
 #include "common/cuda_glue.h"
 #include "masked_conv2d/masked_conv2d.h"
 #include "masked_conv2d/masked_conv2d_checks.h"
 #include "masked_conv2d/masked_conv2d_cuda.h"
+#include "masked_conv2d/masked_conv2d_rects.h"
 
 namespace genmodels {
 namespace {
 
 constexpr int64_t kDirectMaxInputChannels = 4;
+
+// GM_MASKED_CONV_CUDA_PATH=rects runs the kept-tap rectangles as cuDNN convolutions instead
+// of the active-tap im2col + cuBLAS GEMM (default; no GPU measurement chose either yet).
+bool use_rects() {
+  const char* env = std::getenv("GM_MASKED_CONV_CUDA_PATH");
+  return env != nullptr && std::string(env) == "rects";
+}
 
 TapTable make_tap_table(const TapOffsets& off) {
   TapTable table{};
@@ -52,6 +61,9 @@ at::Tensor masked_conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& wei
   check_device_type(x, at::kCUDA, "x");
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t c_in = x.size(1);
+  if (x.numel() > 0 && use_rects()) {
+    return masked_conv2d_forward_rects(x, weight, bias, taps, center_mask);
+  }
   if (c_in > kDirectMaxInputChannels) {
     return masked_conv2d_forward_gemm(x, weight, bias, taps, center_mask, im2col_cuda);
   }
@@ -77,6 +89,10 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
   check_masked_conv2d_grad(grad_out, x, weight);
   check_device_type(x, at::kCUDA, "x");
   const c10::cuda::CUDAGuard guard(x.device());
+  if (x.numel() > 0 && use_rects()) {
+    return masked_conv2d_backward_rects(grad_out, x, weight, taps, center_mask, need_input,
+                                        need_weight);
+  }
   return masked_conv2d_backward_gemm(grad_out, x, weight, taps, center_mask, need_input,
                                      need_weight, im2col_cuda);
 }
