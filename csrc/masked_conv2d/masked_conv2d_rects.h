@@ -45,7 +45,7 @@ inline std::vector<Rect> tap_rects(const std::vector<int64_t>& taps, int64_t k) 
 }
 
 inline at::Tensor rect_weight(const at::Tensor& weight, const Rect& r,
-                       const std::optional<at::Tensor>& center_mask) {
+                              const std::optional<at::Tensor>& center_mask) {
   const int64_t c = weight.size(2) / 2;
   at::Tensor w = weight.slice(2, r.r0, r.r1).slice(3, r.c0, r.c1);
   if (center_mask.has_value() && r.r0 <= c && c < r.r1 && r.c0 <= c && c < r.c1) {
@@ -60,9 +60,9 @@ inline at::Tensor channels_last(const at::Tensor& t) {
 }
 
 inline at::Tensor masked_conv2d_forward_rects(const at::Tensor& x_in, const at::Tensor& weight,
-                         const std::optional<at::Tensor>& bias,
-                         const std::vector<int64_t>& taps,
-                         const std::optional<at::Tensor>& center_mask) {
+                                              const std::optional<at::Tensor>& bias,
+                                              const std::vector<int64_t>& taps,
+                                              const std::optional<at::Tensor>& center_mask) {
   const int64_t k = weight.size(2);
   const at::Tensor x = channels_last(x_in);
   at::Tensor out;
@@ -82,12 +82,10 @@ inline at::Tensor masked_conv2d_forward_rects(const at::Tensor& x_in, const at::
   return channels_last(out);
 }
 
-inline std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_rects(const at::Tensor& grad_out,
-                                                  const at::Tensor& x_in,
-                                                  const at::Tensor& weight,
-                                                  const std::vector<int64_t>& taps,
-                                                  const std::optional<at::Tensor>& center_mask,
-                                                  bool need_input, bool need_weight) {
+inline std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_rects(
+    const at::Tensor& grad_out, const at::Tensor& x_in, const at::Tensor& weight,
+    const std::vector<int64_t>& taps, const std::optional<at::Tensor>& center_mask,
+    bool need_input, bool need_weight) {
   const int64_t k = weight.size(2), c = k / 2;
   const at::Tensor x = channels_last(x_in);
   const at::Tensor g = channels_last(grad_out);
