@@ -1,6 +1,7 @@
 #pragma once
-// Argument checks and the device-independent GEMM formulation shared by the CPU and CUDA
-// entry points of masked_conv2d.
+// Argument checks and the device-independent GEMM formulation of masked_conv2d: the checks
+// and the weight packing serve the CPU and CUDA entry points; the whole-tensor
+// im2col + GEMM passes at the end serve CUDA (the CPU runs them in cache-sized chunks).
 //
 // With T kept taps at offsets (dy_t, dx_t) from the output pixel, the forward pass is
 //   out[m, :] = sum_t x[m + d_t, :] @ W_t      (m a pixel, x in NHWC, W_t = weight[:, :, t]^T)
