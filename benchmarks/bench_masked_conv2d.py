@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from genmodels import _backend
 from genmodels.nn import GatedPixelCNNLayer
 from genmodels.ops import make_mask, masked_conv2d
+from genmodels.recipes import masked_conv2d_recipe, shifted_conv2d
 
 ON_GPU = torch.cuda.is_available()
 MODES = ["forward", "backward", "full"]
@@ -35,19 +35,8 @@ MODES = ["forward", "backward", "full"]
 # --- the baselines ------------------------------------------------------------------------
 
 
-def recipe(x, weight, bias, mask):
-    return F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
-
-
-def shifted(x, w_above, w_row, bias):
-    """PixelCNN++ style: rows above through a down-shifted (c x k) convolution, the current
-    row (left of the pixel, + the pixel for mask B) through a (1 x c[+1]) right-shifted one."""
-    h, w = x.shape[-2:]
-    c = w_above.shape[-2]
-    above = F.conv2d(F.pad(x, (c, c, c, 0)), w_above)[..., :h, :]
-    row = F.conv2d(F.pad(x, (c, 0, 0, 0)), w_row, bias)[..., :w]
-    return above + row
-
+recipe = masked_conv2d_recipe
+shifted = shifted_conv2d
 
 _compiled_recipe = torch.compile(recipe)
 

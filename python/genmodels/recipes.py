@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -14,3 +15,20 @@ def reparameterize_kl_recipe(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor
     z = mu + eps * std
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=tuple(range(1, mu.dim())))
     return z, kl
+
+
+def masked_conv2d_recipe(x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor) -> Tensor:
+    """The PixelCNN masked convolution as usually written: a dense convolution of the
+    weight times the mask, so every masked tap is still multiplied."""
+    return F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
+
+
+def shifted_conv2d(x: Tensor, w_above: Tensor, w_row: Tensor, bias: Tensor | None) -> Tensor:
+    """PixelCNN++'s no-waste alternative: the rows above through a down-shifted (c x k)
+    convolution, the current row (left of the pixel, and the pixel for mask B) through a
+    right-shifted (1 x c[+1]) one, summed."""
+    h, w = x.shape[-2:]
+    c = w_above.shape[-2]
+    above = F.conv2d(F.pad(x, (c, c, c, 0)), w_above)[..., :h, :]
+    row = F.conv2d(F.pad(x, (c, 0, 0, 0)), w_row, bias)[..., :w]
+    return above + row
