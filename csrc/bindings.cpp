@@ -1,6 +1,7 @@
 // The genmodels._C module: one line per entry point.
 #include <torch/extension.h>
 
+#include "gradient_penalty/gradient_penalty.h"
 #include "reparameterize_kl/reparameterize_kl.h"
 
 namespace gm = genmodels;
@@ -13,8 +14,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.def("reparameterize_kl_forward_cpu", &gm::reparameterize_kl_forward_cpu);
   m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
+  m.def("gradient_penalty_forward_cpu", &gm::gradient_penalty_forward_cpu);
+  m.def("gradient_penalty_backward_cpu", &gm::gradient_penalty_backward_cpu);
 #ifdef WITH_CUDA
   m.def("reparameterize_kl_forward_cuda", &gm::reparameterize_kl_forward_cuda);
   m.def("reparameterize_kl_backward_cuda", &gm::reparameterize_kl_backward_cuda);
+  m.def("gradient_penalty_forward_cuda", &gm::gradient_penalty_forward_cuda);
+  m.def("gradient_penalty_backward_cuda", &gm::gradient_penalty_backward_cuda);
 #endif
 }
