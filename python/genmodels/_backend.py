@@ -14,6 +14,7 @@ ENV_VAR = "GENMODELS_BACKEND"
 # The GPU kernel `auto` picks per op, fastest first, from the benchmarks in benchmarks/.
 AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
     "reparameterize_kl": ("native", "triton"),
+    "gradient_penalty": ("native", "triton"),
 }
 
 try:
