@@ -9,7 +9,10 @@ FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 def kernel_backends(device: str = "cpu") -> list:
     """Every non-reference backend, skipped (with the reason) where this install lacks it."""
     params = []
-    for name, check in (("native", _backend.native_available), ("triton", _backend.triton_available)):
+    for name, check in (
+        ("native", _backend.native_available),
+        ("triton", _backend.triton_available),
+    ):
         ok, why = check(device)
         marks = [] if ok else [pytest.mark.skip(reason=why)]
         params.append(pytest.param(name, marks=marks, id=name))

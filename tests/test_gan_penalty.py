@@ -162,9 +162,10 @@ def test_conditional_critic(method):
     D = Critic(size=8, channels=2, width=8, act=F.elu, num_classes=3).double()
     real, fake, alpha, _ = _data(torch.float64, batch=6)
     y = torch.tensor([0, 1, 2, 2, 1, 0])
+    # float64: a small step leaves only the O(h) error of ELU's kinked second derivative
     got = gradient_penalty(
         D, real, fake, alpha=alpha, method=method, critic_args=(y,), critic_kwargs={"shift": 1.0},
-        fd_step=1e-6,  # float64: a small step leaves only the O(h) error of ELU's kinked 2nd derivative
+        fd_step=1e-6,
     )  # fmt: skip
     want = _canonical(lambda x: D(x, y, shift=1.0), real, fake, "wgan-gp", alpha, None, 10.0, 0)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
@@ -253,3 +254,127 @@ def test_bad_module_arguments():
         GradientPenalty(method="jvp")
     with pytest.raises(TypeError, match="every must be an int"):
         GradientPenalty(every=2.0)
+
+
+# --- DistributedDataParallel: 2 gloo processes on CPU ----------------------------------
+
+
+def ddp_setup():
+    torch.manual_seed(11)
+    D = Critic(size=8, channels=2, width=4, act=F.elu).double()
+    real, fake, alpha, _ = _data(torch.float64, batch=8, seed=11)
+    return D, real, fake, alpha
+
+
+def critic_step_grads(module, D, real, fake, alpha, method):
+    """One WGAN-GP critic step's parameter gradients (critic loss + penalty)."""
+    loss = module(fake).mean() - module(real).mean()
+    loss = loss + gradient_penalty(module, real, fake, alpha=alpha, method=method)
+    loss.backward()
+    return [p.grad.clone() for p in D.parameters()]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("method", ["autograd", "finite-difference"])
+def test_ddp_matches_single_process(method, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ddp_gan_worker.py")
+    port = str(_free_port())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    outs = [tmp_path / f"rank{r}.pt" for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(r), "2", port, str(outs[r]), method],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(2)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=120)[0].decode(errors="replace"))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    D, real, fake, alpha = ddp_setup()
+    want = critic_step_grads(D, D, real, fake, alpha, method)
+    for out in outs:
+        got = torch.load(out, weights_only=True)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
+# --- mixed precision ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["autograd", "finite-difference"])
+def test_autocast_grad_scaler_rescues_underflow(method):
+    """A critic whose input gradients underflow in float16: the scaler rescues them."""
+    torch.manual_seed(12)
+    D = Critic(size=16, channels=3, width=16, act=F.elu)
+    with torch.no_grad():
+        D.out.weight.mul_(3e-6)
+    real, fake, alpha, _ = _data(torch.float32, batch=8, size=16, channels=3)
+    exact = gradient_penalty(D, real, fake, alpha=alpha, target=0.0)
+    with torch.autocast("cpu", dtype=torch.float16):
+        unscaled = gradient_penalty(D, real, fake, alpha=alpha, target=0.0, method=method)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**14)
+        scaled = gradient_penalty(
+            D, real, fake, alpha=alpha, target=0.0, method=method, scaler=scaler
+        )
+    assert abs(unscaled.item() / exact.item() - 1) > 0.5  # float16 underflow without scaling
+    assert abs(scaled.item() / exact.item() - 1) < 0.1
+
+
+@pytest.mark.parametrize("method", ["autograd", "finite-difference"])
+def test_autocast_grad_scaler_training_step(method):
+    """scaler.scale(loss).backward() + unscale_ gives the float32 parameter gradients."""
+    torch.manual_seed(13)
+    D = Critic(size=16, channels=3, width=16, act=F.elu)
+    real, fake, alpha, _ = _data(torch.float32, batch=8, size=16, channels=3)
+    want = _flat(_param_grads(D, gradient_penalty(D, real, fake, alpha=alpha)))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    opt = torch.optim.SGD(D.parameters(), lr=0.0)
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = gradient_penalty(D, real, fake, alpha=alpha, method=method, scaler=scaler)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    got = _flat(p.grad if p.grad is not None else torch.zeros_like(p) for p in D.parameters())
+    assert ((got - want).norm() / want.norm()).item() < 2e-2
+
+
+def test_finite_difference_warns_on_piecewise_linear_critic():
+    D = nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.LeakyReLU(0.2), nn.Linear(4, 1))
+    real, fake = torch.randn(3, 8), torch.randn(3, 8)
+    with pytest.warns(RuntimeWarning, match="biased"):
+        gradient_penalty(D, real, fake, method="finite-difference")
+
+
+@pytest.mark.slow
+def test_finite_difference_with_compiled_critic():
+    """Compiled modules refuse double backward; the first-order method works with them."""
+    torch.manual_seed(14)
+    D = Critic(size=8, channels=2, width=4, act=F.elu)
+    real, fake, alpha, _ = _data(torch.float32, batch=4)
+    compiled = torch.compile(D)
+    got = gradient_penalty(compiled, real, fake, alpha=alpha, method="finite-difference")
+    want = gradient_penalty(D, real, fake, alpha=alpha, method="finite-difference")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    g, w = _flat(_param_grads(D, got)), _flat(_param_grads(D, want))
+    assert ((g - w).norm() / w.norm()).item() < 1e-3

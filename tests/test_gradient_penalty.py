@@ -105,7 +105,9 @@ def test_empty(device, backend, shape):
         torch.testing.assert_close(out, torch.full_like(out, 0.25))
     out.sum().backward()
     assert x.grad.shape == x.shape
-    assert gradient_penalty(x, target=0.5, reduction="sum", backend=backend).item() == 0.25 * shape[0]
+    assert (
+        gradient_penalty(x, target=0.5, reduction="sum", backend=backend).item() == 0.25 * shape[0]
+    )
 
 
 @pytest.mark.parametrize("backend", [*kernel_backends(), "reference"])
@@ -113,11 +115,17 @@ def test_empty(device, backend, shape):
 def test_gradcheck_and_gradgradcheck(backend, one_sided):
     torch.manual_seed(3)
     # norms spread around the target, none at 0 (the norm has a kink there)
-    x = torch.randn(4, 3, 5, dtype=torch.float64) * torch.tensor([0.1, 0.2, 0.3, 0.5]).view(
-        4, 1, 1
-    ).double()
+    x = (
+        torch.randn(4, 3, 5, dtype=torch.float64)
+        * torch.tensor([0.1, 0.2, 0.3, 0.5]).view(4, 1, 1).double()
+    )
     x.requires_grad_(True)
-    fn = lambda t: gradient_penalty(t, target=0.8, one_sided=one_sided, reduction="none", backend=backend)  # noqa: E501
+
+    def fn(t):
+        return gradient_penalty(
+            t, target=0.8, one_sided=one_sided, reduction="none", backend=backend
+        )
+
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
 

@@ -23,7 +23,9 @@ try:
     _C_ERROR: str | None = None
 except ImportError as exc:  # not built: every op still works through the reference
     _C = None
-    _C_ERROR = f"genmodels._C is not built ({exc}); install with `pip install --no-build-isolation -e .`"
+    _C_ERROR = (
+        f"genmodels._C is not built ({exc}); install with `pip install --no-build-isolation -e .`"
+    )
 
 _warned_reference = False
 
@@ -36,7 +38,10 @@ def native_available(device_type: str) -> tuple[bool, str | None]:
     if device_type == "cuda":
         if _C.has_cuda:
             return True, None
-        return False, "genmodels._C was built without CUDA (CPU-only torch, no nvcc, or FORCE_ONLY_CPU=1)"
+        return (
+            False,
+            "genmodels._C was built without CUDA (CPU-only torch, no nvcc, or FORCE_ONLY_CPU=1)",
+        )
     return False, f"no native kernels for {device_type} tensors"
 
 

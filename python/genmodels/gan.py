@@ -27,7 +27,7 @@ backward) work, no double-backward graph is kept, and ``D`` may be ``torch.compi
 (compiled modules refuse double backward). Cost: one forward+backward to the input, then
 one forward+backward of ``D`` on 2B samples, both first order.
 
-The step is ``h = fd_step * sqrt(mean_b ||x_b||^2)`` (relative to the inputs' scale).
+The step is relative to each sample: ``h_b = fd_step * ||x_b||``.
 For smooth critics (ELU, softplus, tanh) the central-difference error is O(h^2) plus
 float32 round-off O(eps / h); ``fd_step=1e-3`` keeps both below 1e-3 relative on the
 DCGAN-shaped ELU critics in the tests. For piecewise-linear critics (ReLU, LeakyReLU) the
@@ -54,10 +54,11 @@ gradient hooks, only the final ``backward`` does.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from genmodels.ops import _checks
 from genmodels.ops.gradient_penalty import gradient_penalty as _penalty_op
@@ -162,9 +163,7 @@ def _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph) -> Tens
     return grads
 
 
-def _finite_difference(
-    D, x, grads, penalty, critic_args, critic_kwargs, fd_step: float
-) -> Tensor:
+def _finite_difference(D, x, grads, penalty, critic_args, critic_kwargs, fd_step: float) -> Tensor:
     """P's value, with the parameter gradient of the central-difference surrogate S."""
     leaf = grads.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -174,19 +173,36 @@ def _finite_difference(
     c = torch.linalg.vector_norm(v.reshape(batch, -1).float(), dim=1)
     u = v / _row(torch.where(c > 0, c, torch.ones_like(c)), v).to(v.dtype)
     x = x.detach()
-    # h = fd_step * RMS per-sample norm of the points (fd_step itself if they are all 0);
-    # kept on the device: no host sync
-    rms = torch.linalg.vector_norm(x.reshape(batch, -1).float(), dim=1).square().mean().sqrt()
-    h = fd_step * torch.where(rms > 0, rms, torch.ones_like(rms)).to(x.dtype)
+    # h_b = fd_step * ||x_b|| (fd_step itself for a zero sample): per sample, so the
+    # estimate does not depend on the rest of the batch (DDP shards give the same result);
+    # kept on the device, no host sync
+    size = torch.linalg.vector_norm(x.reshape(batch, -1).float(), dim=1)
+    h = fd_step * torch.where(size > 0, size, torch.ones_like(size))
     with torch.autocast(device_type=x.device.type, enabled=False):
-        both = torch.cat([x + h * u, x - h * u]).detach()
+        step = _row(h, x).to(x.dtype) * u
+        both = torch.cat([x + step, x - step]).detach()
         args2 = tuple(_twice(a, batch) for a in critic_args)
         kwargs2 = {k: _twice(a, batch) for k, a in critic_kwargs.items()}
         scores = _scores(D(both, *args2, **kwargs2), 2 * batch)
         diff = scores[:batch] - scores[batch:]
-        surrogate = (c.to(diff.dtype) * diff).sum() / (2 * h.to(diff.dtype))
+        surrogate = ((c / (2 * h)).to(diff.dtype) * diff).sum()
     value = value.detach()
     return value + (surrogate - surrogate.detach()).to(value.dtype)
+
+
+_PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ReLU6, nn.Hardtanh)
+
+
+def _warn_if_piecewise_linear(D) -> None:
+    if isinstance(D, nn.Module) and any(isinstance(m, _PIECEWISE_LINEAR) for m in D.modules()):
+        warnings.warn(
+            "method='finite-difference' on a critic with ReLU-type activations: the "
+            "parameter gradient is biased where a step crosses a kink (measured relative "
+            "errors of 0.6 to 20 on LeakyReLU DCGAN critics, see genmodels.gan); use "
+            "method='autograd' or smooth activations (ELU, SiLU, softplus)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _twice(a, batch: int):
@@ -237,8 +253,7 @@ def gradient_penalty(
         one_sided: penalize only norms above ``target`` (WGAN-GP, DRAGAN).
         method: "autograd" (exact, double backward) or "finite-difference" (first-order
             passes only; see the module docstring for the estimator and its error).
-        fd_step: relative step of "finite-difference" (h = fd_step * RMS per-sample norm
-            of the points).
+        fd_step: relative step of "finite-difference" (``h_b = fd_step * ||x_b||``).
         every, iteration: lazy regularization as in StyleGAN2: with ``every=k`` the
             penalty is computed when ``iteration % k == 0`` and multiplied by k, and is a
             zero tensor otherwise (``genmodels.nn.GradientPenalty`` keeps the counter).
@@ -297,5 +312,6 @@ def gradient_penalty(
     if method == "autograd":
         grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=True)
         return penalty(grads)
+    _warn_if_piecewise_linear(D)
     grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=False)
     return _finite_difference(D, x, grads, penalty, critic_args, critic_kwargs, fd_step)

@@ -17,9 +17,7 @@ def check_tensor(t: object, name: str) -> torch.Tensor:
 def check_floating(t: torch.Tensor, name: str) -> None:
     check_tensor(t, name)
     if t.dtype not in FLOAT_DTYPES:
-        raise RuntimeError(
-            f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}"
-        )
+        raise RuntimeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
 
 
 def check_like(t: object, ref: torch.Tensor, name: str, ref_name: str, shape=None) -> None:
