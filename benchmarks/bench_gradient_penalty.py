@@ -11,9 +11,8 @@
     real and fake, the penalty, backward; the canonical eager recipe against each method,
     lazy regularization (every=4, amortized: use the mean) and a torch.compile-d critic with
     the first-order method. extra_info holds the step's peak memory: on CUDA
-    torch.cuda.max_memory_allocated over the step, on CPU the growth of the peak resident
-    set of a fresh process running one step (glibc returns big blocks to the OS, so this
-    is the step's own peak).
+    torch.cuda.max_memory_allocated over the step, on CPU the peak of live tensor bytes
+    in a torch.profiler trace with profile_memory=True (a separate, untimed step).
 
 Sizes: GM_BENCH_SIZES=all runs every size of the issue (the default on CUDA); on CPU the
 default is a subset that runs in a few minutes on 2 cores. GM_BENCH_COMPILE=1 adds the
@@ -24,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -166,42 +163,41 @@ def make_step(variant: str, image_size: int, batch: int = 64):
     return step
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _profiled_peak(prof) -> int:
+    """Peak of the bytes allocated and not yet freed, over a CPU profile with
+    profile_memory=True: ops carry their own net allocation, "[memory]" events the frees
+    that happen outside ops; allocations count at an event's start, frees at its end."""
+    events = []
+    for e in prof.events():
+        nbytes = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        if nbytes:
+            events.append((e.time_range.start if nbytes > 0 else e.time_range.end, nbytes))
+    live = peak = 0
+    for _, nbytes in sorted(events):
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def step_peak_memory(variant: str, image_size: int) -> int:
-    """Peak memory of one critic step beyond what its inputs and critic hold, in bytes."""
+    """Peak memory one critic step allocates beyond what exists before it, in bytes
+    (over 4 steps for lazy regularization, whose peak is the regularized step's)."""
+    step = make_step(variant, image_size)
+    step()  # compilation and first-call allocations are not the step's
+    steps = 4 if variant.endswith("every4") else 1
     if DEVICE == "cuda":
-        step = make_step(variant, image_size)
-        step()  # compile, allocator warm-up
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        for _ in range(4):  # lazy regularization: one regularized step in four
+        for _ in range(steps):
             step()
         return torch.cuda.max_memory_allocated() - base
-    out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--peak-memory", variant, str(image_size)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return int(out.stdout.strip().splitlines()[-1])
+    from torch.profiler import ProfilerActivity, profile
 
-
-def _peak_memory_child(variant: str, image_size: int) -> None:
-    warnings.simplefilter("ignore")
-    step = make_step(variant, image_size)
-    if variant.endswith("compiled"):
-        step()  # compilation's own memory is not the step's
-    base = _peak_rss_bytes()
-    for _ in range(4 if variant.endswith("every4") else 1):
-        step()
-    print(_peak_rss_bytes() - base)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(steps):
+            step()
+    return _profiled_peak(prof)
 
 
 @pytest.mark.parametrize("variant", STEP_VARIANTS)
@@ -257,7 +253,4 @@ def summarize(path: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--peak-memory":
-        _peak_memory_child(sys.argv[2], int(sys.argv[3]))
-    else:
-        print(summarize(sys.argv[1]))
+    print(summarize(sys.argv[1]))

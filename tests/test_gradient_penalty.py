@@ -251,3 +251,17 @@ def test_native_entry_points_check_their_inputs():
         )
     with pytest.raises(RuntimeError, match="grad_penalty must have 3 elements"):
         _C.gradient_penalty_backward_cpu(torch.ones(2), torch.ones(3), g, torch.ones(3), 1.0, False)
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph():
+    torch.manual_seed(7)
+    x = (torch.randn(4, 3, 5, 5) * 0.3).requires_grad_(True)
+    fn = torch.compile(
+        lambda g: gradient_penalty(g, target=0.5, backend="native"), fullgraph=True, dynamic=False
+    )
+    out = fn(x)
+    (got,) = torch.autograd.grad(out, x)
+    want_out, want = _value_and_grad(lambda t: _reference(t, 0.5, reduction="mean"), x, 1.0)
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(got, want)
