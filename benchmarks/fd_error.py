@@ -34,14 +34,14 @@ def measure(activation, steps, critics, batch, image_size, width, kind="wgan-gp"
         D = DCGANCritic(image_size, 3, width, activation)
         real = torch.rand(batch, 3, image_size, image_size) * 2 - 1
         fake = torch.tanh(torch.randn(batch, 3, image_size, image_size))
-        alpha = torch.rand(batch)
+        kw = dict(alpha=torch.rand(batch)) if kind == "wgan-gp" else {}
         D.zero_grad()
-        gradient_penalty(D, real, fake, kind=kind, alpha=alpha).backward()
+        gradient_penalty(D, real, fake, kind=kind, **kw).backward()
         exact = _flat_grad(D)
         for s in steps:
             D.zero_grad()
             gradient_penalty(
-                D, real, fake, kind=kind, alpha=alpha, method="finite-difference", fd_step=s
+                D, real, fake, kind=kind, method="finite-difference", fd_step=s, **kw
             ).backward()
             errors[s].append(((_flat_grad(D) - exact).norm() / exact.norm()).item())
     return {s: torch.tensor(e) for s, e in errors.items()}

@@ -27,15 +27,30 @@ backward) work, no double-backward graph is kept, and ``D`` may be ``torch.compi
 (compiled modules refuse double backward). Cost: one forward+backward to the input, then
 one forward+backward of ``D`` on 2B samples, both first order.
 
-The step is relative to each sample: ``h_b = fd_step * ||x_b||``.
-For smooth critics (ELU, softplus, tanh) the central-difference error is O(h^2) plus
-float32 round-off O(eps / h); ``fd_step=1e-3`` keeps both below 1e-3 relative on the
-DCGAN-shaped ELU critics in the tests. For piecewise-linear critics (ReLU, LeakyReLU) the
-surrogate is exact inside one linear region but biased where ``x +- h u`` crosses a kink:
-each crossing unit changes ``grad_theta D`` by O(1), which S divides by 2h, so the bias does
-not shrink with h (smaller steps cross fewer kinks but weigh each crossing more).
-Measured on random LeakyReLU(0.2) DCGAN critics (benchmarks/fd_error.py; table in the
-README): see ``FD_LEAKY_RELU_ERROR`` below for the numbers behind the default.
+The step is relative to each sample: ``h_b = fd_step * ||x_b||`` (so the estimate does not
+depend on the rest of the batch, and DDP shards agree with single-process training).
+
+How far the estimate is from exact: relative L2 error ``||g_fd - g|| / ||g||`` of the whole
+parameter gradient, WGAN-GP, float32, 20 random DCGAN critics (64-128-256 channels,
+32x32, no batch norm) and batches of 16 each (``python benchmarks/fd_error.py``):
+
+    fd_step   ELU critics: median / max    LeakyReLU(0.2) critics: median / p90 / max
+    1e-5      6.7e-3 / 6.9e-3              24   / 49   / 77
+    1e-4      6.8e-4 / 7.1e-4              11   / 13   / 14
+    1e-3      3.2e-4 / 4.5e-4 (default)    3.5  / 3.7  / 3.8
+    1e-2      1.0e-3 / 1.2e-3              1.2  / 1.2  / 1.3
+    1e-1      3.8e-3 / 4.1e-3              0.62 / 0.64 / 0.65
+
+Smooth critics (ELU, SiLU, softplus, tanh): truncation error grows with h (O(h) for ELU,
+whose second derivative jumps at 0; O(h^2) for C2 activations) and float32 round-off
+grows as h shrinks (O(eps / h)); ``fd_step=1e-3`` sits at the minimum, well inside 1e-2.
+Piecewise-linear critics (ReLU, LeakyReLU): the surrogate is exact inside one linear
+region, but wherever ``x_b +- h u_b`` crosses a kink, ``grad_theta D`` jumps by O(1) and S
+divides that by 2h. The number of crossings grows like h, so the bias does not vanish as
+h shrinks: on a realistic critic every step is wrong by 60% to 2000%, and only a tiny
+critic with a tiny step (few units, no crossing) comes out right. Use "autograd" for
+ReLU-type critics (the method warns when it sees such modules in ``D``), or smooth
+activations with "finite-difference".
 
 Mixed precision and DDP
 -----------------------
