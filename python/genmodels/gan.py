@@ -254,7 +254,10 @@ def gradient_penalty(
 
     Args:
         D: the critic; called as ``D(x, *critic_args, **critic_kwargs)`` and must return
-            one score per sample ([B] or [B, 1]). A DDP-wrapped module works.
+            one score per sample ([B] or [B, 1]). A DDP-wrapped module works. The
+            finite-difference pass calls it once on 2B samples (x + h u, then x - h u):
+            tensors in ``critic_args``/``critic_kwargs`` whose first dim is B (labels,
+            per-sample conditioning) are then repeated, anything else is passed as is.
         real, fake: [B, ...] batches (``fake`` for "wgan-gp" and "r2"). They are detached:
             the penalty trains the critic only.
         kind: "wgan-gp": ``weight * mean((||grad D(x)|| - target)**2)`` at
