@@ -2,6 +2,7 @@
 
     pytest benchmarks/bench_gradient_penalty.py --benchmark-json=out.json
     python benchmarks/bench_gradient_penalty.py out.json      # ratios and bandwidth table
+    python benchmarks/bench_gradient_penalty.py --interleaved 8 32 64   # critic steps, round-robin
 
 (a) ``test_op``: ``genmodels.ops.gradient_penalty`` per backend against the recipe users
     write, ``((grads.view(B, -1).norm(2, dim=1) - 1) ** 2).mean()``, forward alone and
@@ -252,5 +253,35 @@ def summarize(path: str) -> str:
     return "\n".join(lines)
 
 
+def interleaved(image_size: int, rounds: int) -> str:
+    """Critic-step times with the variants run round-robin, so that a shared machine's
+    changing load hits every variant alike (lazy regularization: whole cycles of 4)."""
+    warnings.simplefilter("ignore")
+    steps = {v: make_step(v, image_size) for v in STEP_VARIANTS}
+    times = {v: [] for v in STEP_VARIANTS}
+    for step in steps.values():
+        step()
+    for _ in range(rounds):
+        for v, step in steps.items():
+            reps = 4 if v.endswith("every4") else 1
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            times[v].append((time.perf_counter() - t0) / reps)
+    base = sorted(times["recipe"])[rounds // 2]
+    lines = [f"critic step {image_size}x{image_size} B=64, {rounds} interleaved rounds, {DEVICE}"]
+    for v, ts in times.items():
+        med, best = sorted(ts)[rounds // 2], min(ts)
+        lines.append(
+            f"  {v:27s} median {med * 1e3:8.1f} ms (x{base / med:4.2f})"
+            f"  min {best * 1e3:8.1f} ms (x{min(times['recipe']) / best:4.2f})"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(summarize(sys.argv[1]))
+    if sys.argv[1] == "--interleaved":
+        for size in sys.argv[3:] or ["32", "64"]:
+            print(interleaved(int(size), int(sys.argv[2])), flush=True)
+    else:
+        print(summarize(sys.argv[1]))
