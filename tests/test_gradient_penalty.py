@@ -265,3 +265,25 @@ def test_torch_compile_fullgraph():
     want_out, want = _value_and_grad(lambda t: _reference(t, 0.5, reduction="mean"), x, 1.0)
     torch.testing.assert_close(out, want_out)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", kernel_backends())
+def test_library_op_autograd(backend):
+    """The torch.library op (what torch.compile traces; eager calls use an equivalent
+    autograd.Function) has the same derivatives, the norm output's included."""
+    torch.manual_seed(8)
+    x = (torch.randn(3, 4, 5, dtype=torch.float64) * 0.3).requires_grad_(True)
+
+    def via_op(t):
+        penalty, norm = _op(t, 0.7, True, backend)
+        return penalty + 0.5 * norm
+
+    def via_reference(t):
+        norm = torch.linalg.vector_norm(t.flatten(1), dim=1)
+        return gradient_penalty_reference(t, 0.7, True) + 0.5 * norm
+
+    w = torch.rand(3, dtype=torch.float64)
+    _, got = _value_and_grad(via_op, x, w)
+    _, want = _value_and_grad(via_reference, x, w)
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradgradcheck(via_op, (x,))
