@@ -213,7 +213,7 @@ def _warn_if_piecewise_linear(D) -> None:
         warnings.warn(
             "method='finite-difference' on a critic with ReLU-type activations: the "
             "parameter gradient is biased where a step crosses a kink (measured relative "
-            "errors of 0.6 to 20 on LeakyReLU DCGAN critics, see genmodels.gan); use "
+            "errors of 0.6 to 77 on LeakyReLU DCGAN critics, see genmodels.gan); use "
             "method='autograd' or smooth activations (ELU, SiLU, softplus)",
             RuntimeWarning,
             stacklevel=3,
