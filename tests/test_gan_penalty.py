@@ -378,3 +378,22 @@ def test_finite_difference_with_compiled_critic():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
     g, w = _flat(_param_grads(D, got)), _flat(_param_grads(D, want))
     assert ((g - w).norm() / w.norm()).item() < 1e-3
+
+
+def test_finite_difference_keeps_gradients_of_conditioning():
+    """Conditioning that requires grad still receives the penalty's gradient (the early
+    parameter-only backward is skipped then)."""
+    torch.manual_seed(15)
+    D = Critic(size=8, channels=2, width=4, act=F.elu)
+    real, fake, alpha, _ = _data(torch.float32, batch=4)
+    scale = torch.ones(4, requires_grad=True)
+
+    got = gradient_penalty(D, real, fake, alpha=alpha, method="finite-difference")
+    assert got.grad_fn is not None
+    cond = gradient_penalty(
+        lambda x, s: D(x) * s, real, fake, alpha=alpha, method="finite-difference",
+        critic_args=(scale,),
+    )  # fmt: skip
+    cond.backward()
+    assert scale.grad is not None and torch.isfinite(scale.grad).all()
+    assert D.c1.weight.grad is not None

@@ -25,7 +25,11 @@ first-order backward pass) and S's parameter gradient. Nothing needs double back
 critics whose layers are ``once_differentiable`` (or custom kernels without double
 backward) work, no double-backward graph is kept, and ``D`` may be ``torch.compile``-d
 (compiled modules refuse double backward). Cost: one forward+backward to the input, then
-one forward+backward of ``D`` on 2B samples, both first order.
+one forward+backward of ``D`` on 2B samples, both first order. When ``D`` is a module and
+nothing but its parameters can receive the penalty's gradient, that second backward runs
+inside the call and the returned scalar carries only ``sum_p p * dS/dp``: no activations
+are kept, so computing the penalty before the critic-loss forward passes bounds the step's
+peak memory by the larger of the two graphs instead of their sum.
 
 The step is relative to each sample: ``h_b = fd_step * ||x_b||`` (so the estimate does not
 depend on the rest of the batch, and DDP shards agree with single-process training).
@@ -54,10 +58,9 @@ ReLU-type critics (the method warns when it sees such modules in ``D``), or smoo
 activations with "finite-difference".
 
 Speed and memory: on the 2-core CPU the first-order method is 0.8-0.9x the canonical
-step's speed with the same peak memory (its 2B-sample graph is as large as the
-double-backward graph), and compiling the critic does not help there; see
-benchmarks/results/README.md. Its value is in what it makes possible (critics without
-double backward, compiled critics, CUDA graphs).
+step's speed, and compiling the critic does not help there (benchmarks/results/README.md
+has its peak memory). Its value is in what it makes possible: critics without double
+backward, compiled critics, CUDA graphs, and the memory bound above.
 
 Mixed precision and DDP
 -----------------------
@@ -208,8 +211,26 @@ def _finite_difference(D, x, grads, penalty, critic_args, critic_kwargs, fd_step
         scores = _scores(D(both, *args2, **kwargs2), 2 * batch)
         diff = scores[:batch] - scores[batch:]
         surrogate = ((c / (2 * h)).to(diff.dtype) * diff).sum()
+        surrogate = _consume_early(D, surrogate, critic_args, critic_kwargs)
     value = value.detach()
     return value + (surrogate - surrogate.detach()).to(value.dtype)
+
+
+def _consume_early(D, surrogate: Tensor, critic_args, critic_kwargs) -> Tensor:
+    """When only D's parameters can receive S's gradient, back-propagate S now and return
+    sum_p (p * dS/dp), which has the same parameter gradient but keeps no activations: the
+    2B-sample graph is freed before the call returns. Otherwise S itself."""
+    if not isinstance(D, nn.Module):
+        return surrogate
+    extra = [*critic_args, *critic_kwargs.values()]
+    if any(isinstance(a, Tensor) and a.requires_grad for a in extra):
+        return surrogate  # conditioning that wants gradients: keep the whole graph
+    params = [p for p in D.parameters() if p.requires_grad]
+    if not params:
+        return surrogate
+    grads = torch.autograd.grad(surrogate, params, allow_unused=True)
+    terms = [(p * g).sum() for p, g in zip(params, grads, strict=True) if g is not None]
+    return torch.stack(terms).sum() if terms else surrogate
 
 
 _PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ReLU6, nn.Hardtanh)
