@@ -12,9 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from genkernels._utils import acc_dtype, next_power_of_2
-
-TILE = 4096
+from genkernels._utils import acc_dtype, next_power_of_2, row_tile, row_tiling
 
 
 @triton.jit
@@ -30,11 +28,7 @@ def _sumsq_kernel(
     g_ptr, part_ptr, rows, cols, n_chunks,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    row_block = pid // n_chunks
-    chunk = pid % n_chunks
-    r = row_block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    c = chunk.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r, c, chunk = row_tile(n_chunks, BLOCK_R, BLOCK_C)
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     g = tl.load(g_ptr + r[:, None] * cols + c[None, :], mask=mask, other=0.0).to(ACC)
     tl.store(part_ptr + r * n_chunks + chunk, tl.sum(g * g, axis=1), mask=r < rows)
@@ -61,11 +55,7 @@ def _backward_kernel(
     gp_ptr, gn_ptr, g_ptr, norm_ptr, out_ptr, rows, cols, n_chunks, target_hi, target_lo,
     ONE_SIDED: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    row_block = pid // n_chunks
-    chunk = pid % n_chunks
-    r = row_block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    c = chunk.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r, c, chunk = row_tile(n_chunks, BLOCK_R, BLOCK_C)
     live = r < rows
     gp = tl.load(gp_ptr + r, mask=live, other=0.0).to(ACC)
     gn = tl.load(gn_ptr + r, mask=live, other=0.0).to(ACC)
@@ -77,13 +67,6 @@ def _backward_kernel(
     offs = r[:, None] * cols + c[None, :]
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(ACC)
     tl.store(out_ptr + offs, (g * coef[:, None]).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def _tiling(rows: int, cols: int) -> tuple[int, int, int]:
-    block_c = min(TILE, next_power_of_2(cols))
-    block_r = min(max(1, TILE // block_c), next_power_of_2(rows))
-    n_chunks = triton.cdiv(cols, block_c)
-    return block_r, block_c, n_chunks
 
 
 def _target_words(target: float) -> tuple[float, float]:
@@ -100,7 +83,7 @@ def forward(grads: torch.Tensor, target: float, one_sided: bool):
     if rows == 0:
         return penalty, norm
     cols = grads.numel() // rows
-    block_r, block_c, n_chunks = _tiling(rows, max(cols, 1))
+    block_r, block_c, n_chunks = row_tiling(rows, max(cols, 1))
     part = torch.empty((rows, n_chunks), dtype=acc, device=grads.device)
     grid = (triton.cdiv(rows, block_r) * n_chunks,)
     _sumsq_kernel[grid](
@@ -124,7 +107,7 @@ def backward(grad_penalty, grad_norm, grads, norm, target: float, one_sided: boo
     if grads.numel() == 0:
         return out
     cols = grads.numel() // rows
-    block_r, block_c, n_chunks = _tiling(rows, cols)
+    block_r, block_c, n_chunks = row_tiling(rows, cols)
     grid = (triton.cdiv(rows, block_r) * n_chunks,)
     _backward_kernel[grid](
         grad_penalty, grad_norm, grads, norm, out, rows, cols, n_chunks,

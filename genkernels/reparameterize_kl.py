@@ -10,9 +10,7 @@ import triton
 import triton.language as tl
 
 from genkernels._philox import philox_normal
-from genkernels._utils import acc_dtype, next_power_of_2
-
-TILE = 4096
+from genkernels._utils import acc_dtype, row_tile, row_tiling
 
 
 @triton.jit
@@ -24,11 +22,7 @@ def _forward_kernel(
     HAS_EPS: tl.constexpr, SPLIT: tl.constexpr, ACC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    row_block = pid // n_chunks
-    chunk = pid % n_chunks
-    r = row_block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    c = chunk.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r, c, chunk = row_tile(n_chunks, BLOCK_R, BLOCK_C)
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     base = r[:, None] * cols + c[None, :]
     mu = tl.load(mu_ptr + base, mask=mask, other=0.0).to(ACC)
@@ -59,11 +53,7 @@ def _backward_kernel(
     HAS_EPS: tl.constexpr, ACC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    row_block = pid // n_chunks
-    chunk = pid % n_chunks
-    r = row_block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    c = chunk.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r, c, chunk = row_tile(n_chunks, BLOCK_R, BLOCK_C)
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     base = r[:, None] * cols + c[None, :]
     mu = tl.load(mu_ptr + base, mask=mask, other=0.0).to(ACC)
@@ -88,13 +78,6 @@ def _backward_kernel(
     tl.store(glv_ptr + base, grad_lv.to(glv_ptr.dtype.element_ty), mask=mask)
 
 
-def _tiling(rows: int, cols: int) -> tuple[int, int, int]:
-    block_c = min(TILE, next_power_of_2(cols))
-    block_r = min(max(1, TILE // block_c), next_power_of_2(rows))
-    n_chunks = triton.cdiv(cols, block_c)
-    return block_r, block_c, n_chunks
-
-
 def _key(seed: int, offset: int) -> tuple[int, int, int, int]:
     mask = 0xFFFFFFFF
     return seed & mask, seed >> 32, offset & mask, offset >> 32
@@ -111,7 +94,7 @@ def forward(mu, logvar, eps, seed: int, offset: int, num_samples: int):
         return z, kl
     if cols == 0:
         return z, kl.zero_()
-    block_r, block_c, n_chunks = _tiling(rows, cols)
+    block_r, block_c, n_chunks = row_tiling(rows, cols)
     split = n_chunks > 1
     acc = torch.float64 if mu.dtype == torch.float64 else torch.float32
     part = torch.empty((rows, n_chunks), dtype=acc, device=mu.device) if split else kl
@@ -136,7 +119,7 @@ def backward(grad_z, grad_kl, mu, logvar, eps, seed: int, offset: int, num_sampl
     cols = mu.numel() // rows if rows else 0
     if rows == 0 or cols == 0:
         return grad_mu, grad_logvar
-    block_r, block_c, n_chunks = _tiling(rows, cols)
+    block_r, block_c, n_chunks = row_tiling(rows, cols)
     grid = (triton.cdiv(rows, block_r) * n_chunks,)
     _backward_kernel[grid](
         grad_z, grad_kl, mu, logvar, eps if eps is not None else mu, grad_mu, grad_logvar,

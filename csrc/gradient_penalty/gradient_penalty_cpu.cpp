@@ -1,27 +1,19 @@
 // CPU kernels of gradient_penalty: the forward pass reads grads once (sum of squares per
 // sample), the backward pass reads grads once and writes grad_grads once.
 //
-// Work is split into (row, chunk) tasks of at most kChunk elements so that a batch of few
-// large samples still uses every core; per-chunk partial sums are added in a fixed order
-// afterwards, so results do not depend on the number of threads. Reductions keep 16
-// independent accumulators, which GCC vectorizes; the hot loops are cloned for AVX-512
-// and AVX2 and chosen at load time. Half inputs are converted a tile at a time.
+// (row, chunk) tasks as in common/cpu_chunks.h. Reductions keep 16 independent
+// accumulators, which GCC vectorizes. Half inputs are converted a tile at a time.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "common/cpu_chunks.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "gradient_penalty/gradient_penalty_checks.h"
 #include "gradient_penalty/gradient_penalty_math.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define GM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GM_CPU_CLONES
-#endif
 
 namespace genmodels {
 namespace {
@@ -108,45 +100,21 @@ struct Acc<double> {
   }
 };
 
-struct Layout {
-  int64_t rows, cols, chunks_per_row;
-};
+using Layout = RowChunks;
 
-Layout make_layout(int64_t rows, int64_t numel) {
-  const int64_t cols = rows == 0 ? 0 : numel / rows;
-  const int64_t chunks = std::max<int64_t>(1, (cols + kChunk - 1) / kChunk);
-  return {rows, cols, chunks};
-}
-
-// Runs body(row, col_begin, col_end, task) over every (row, chunk) task in parallel.
-template <typename Body>
-void for_each_chunk(const Layout& layout, const Body& body) {
-  const int64_t tasks = layout.rows * layout.chunks_per_row;
-  const int64_t task_elems = std::max<int64_t>(1, std::min(layout.cols, kChunk));
-  const int64_t grain = std::max<int64_t>(1, 32768 / task_elems);
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t row = task / layout.chunks_per_row;
-      const int64_t chunk = task % layout.chunks_per_row;
-      const int64_t c0 = chunk * kChunk;
-      const int64_t c1 = std::min(layout.cols, c0 + kChunk);
-      body(row, c0, c1, task);
-    }
-  });
-}
+Layout make_layout(int64_t rows, int64_t numel) { return make_row_chunks(rows, numel, kChunk); }
 
 template <typename scalar_t>
 void forward_kernel(const scalar_t* g, scalar_t* penalty, typename Acc<scalar_t>::type* norm,
                     const Layout& L, double target, bool one_sided) {
   using A = typename Acc<scalar_t>::type;
   std::vector<A> partial(L.rows * L.chunks_per_row, A(0));
-  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
+  for_each_row_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
     partial[task] = Acc<scalar_t>::sumsq(g + row * L.cols + c0, c1 - c0);
   });
+  const std::vector<A> sums = sum_row_partials(partial, L);
   for (int64_t r = 0; r < L.rows; ++r) {
-    A total = 0;
-    for (int64_t c = 0; c < L.chunks_per_row; ++c) total += partial[r * L.chunks_per_row + c];
-    const A n = std::sqrt(total);
+    const A n = std::sqrt(sums[r]);
     norm[r] = n;
     penalty[r] = static_cast<scalar_t>(gp_math::penalty<A>(n, static_cast<A>(target), one_sided));
   }
@@ -161,7 +129,7 @@ void backward_kernel(const scalar_t* gp, const typename Acc<scalar_t>::type* gn,
   for (int64_t r = 0; r < L.rows; ++r)
     coefs[r] = gp_math::coef<A>(static_cast<A>(gp[r]), gn[r], norm[r], static_cast<A>(target),
                                 one_sided);
-  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
+  for_each_row_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
     const int64_t base = row * L.cols + c0;
     Acc<scalar_t>::scale(g + base, c1 - c0, coefs[row], out + base);
   });

@@ -1,29 +1,20 @@
 // CPU kernels of reparameterize_kl: one pass over mu and logvar that draws the noise in
 // the loop, writes z for every sample and accumulates the per-sample KL.
 //
-// Work is split into (row, chunk) tasks of at most kChunk elements so that a batch of
-// few large rows still uses every core; per-chunk KL partials are summed in a fixed
-// order afterwards, so results do not depend on the number of threads. Inner loops run
-// over tiles of kTile elements held in float arrays, which GCC vectorizes; the hot
-// functions are cloned for AVX-512 and AVX2 and chosen at load time.
+// (row, chunk) tasks as in common/cpu_chunks.h; inner loops run over tiles of kTile
+// elements held in float arrays, which GCC vectorizes.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "common/cpu_alloc.h"
+#include "common/cpu_chunks.h"
 #include "common/cpu_math.h"
 #include "common/philox.h"
 #include "reparameterize_kl/reparameterize_kl.h"
 #include "reparameterize_kl/reparameterize_kl_checks.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define GM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GM_CPU_CLONES
-#endif
 
 namespace genmodels {
 namespace {
@@ -133,42 +124,15 @@ inline void store_tile(const float* src, int64_t count, scalar_t* dst) {
   for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
 }
 
-struct Layout {
-  int64_t rows, cols, samples, chunks_per_row;
+// The [rows, cols] view of mu for `samples` samples.
+struct Layout : RowChunks {
+  int64_t samples;
   int64_t per_sample() const { return rows * cols; }
 };
 
 Layout make_layout(const at::Tensor& mu, int64_t num_samples) {
   const int64_t rows = mu.size(0);
-  const int64_t cols = rows == 0 ? 0 : mu.numel() / rows;
-  const int64_t chunks = std::max<int64_t>(1, (cols + kChunk - 1) / kChunk);
-  return {rows, cols, num_samples, chunks};
-}
-
-// Runs body(row, col_begin, col_end, task) over every (row, chunk) task in parallel.
-template <typename Body>
-void for_each_chunk(const Layout& layout, const Body& body) {
-  const int64_t tasks = layout.rows * layout.chunks_per_row;
-  const int64_t task_elems = std::max<int64_t>(1, std::min(layout.cols, kChunk));
-  const int64_t grain = std::max<int64_t>(1, 32768 / task_elems);
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t row = task / layout.chunks_per_row;
-      const int64_t chunk = task % layout.chunks_per_row;
-      const int64_t c0 = chunk * kChunk;
-      const int64_t c1 = std::min(layout.cols, c0 + kChunk);
-      body(row, c0, c1, task);
-    }
-  });
-}
-
-template <typename acc_t>
-std::vector<acc_t> sum_partials(const std::vector<acc_t>& partial, const Layout& layout) {
-  std::vector<acc_t> out(layout.rows, acc_t(0));
-  for (int64_t r = 0; r < layout.rows; ++r)
-    for (int64_t c = 0; c < layout.chunks_per_row; ++c)
-      out[r] += partial[r * layout.chunks_per_row + c];
-  return out;
+  return {make_row_chunks(rows, mu.numel(), kChunk), num_samples};
 }
 
 // float16, bfloat16 and float32: float arithmetic, vectorized tiles.
@@ -176,7 +140,7 @@ template <typename scalar_t>
 void forward_float(const scalar_t* mu, const scalar_t* lv, const scalar_t* eps, scalar_t* z,
                    scalar_t* kl, const Layout& L, PhiloxKey key) {
   std::vector<float> partial(L.rows * L.chunks_per_row, 0.0f);
-  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
+  for_each_row_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
     float mu_t[kTile], lv_t[kTile], sig_t[kTile], noise_t[kTile], z_t[kTile];
     float kl_sum = 0.0f;
     for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
@@ -198,7 +162,7 @@ void forward_float(const scalar_t* mu, const scalar_t* lv, const scalar_t* eps, 
     }
     partial[task] = kl_sum;
   });
-  const auto sums = sum_partials(partial, L);
+  const auto sums = sum_row_partials(partial, L);
   for (int64_t r = 0; r < L.rows; ++r) kl[r] = static_cast<scalar_t>(0.5f * sums[r]);
 }
 
@@ -206,7 +170,7 @@ template <typename scalar_t>
 void backward_float(const scalar_t* gz, const scalar_t* gkl, const scalar_t* mu,
                     const scalar_t* lv, const scalar_t* eps, scalar_t* gmu, scalar_t* glv,
                     const Layout& L, PhiloxKey key) {
-  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
+  for_each_row_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
     float mu_t[kTile], lv_t[kTile], sig_t[kTile], noise_t[kTile], g_t[kTile];
     float gsum_t[kTile], gnoise_t[kTile];
     const float gk = static_cast<float>(gkl[row]);
@@ -240,7 +204,7 @@ void backward_float(const scalar_t* gz, const scalar_t* gkl, const scalar_t* mu,
 void forward_double(const double* mu, const double* lv, const double* eps, double* z,
                     double* kl, const Layout& L, PhiloxKey key) {
   std::vector<double> partial(L.rows * L.chunks_per_row, 0.0);
-  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
+  for_each_row_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t task) {
     float noise_t[kTile];
     double kl_sum = 0.0;
     for (int64_t t0 = c0; t0 < c1; t0 += kTile) {
@@ -261,14 +225,14 @@ void forward_double(const double* mu, const double* lv, const double* eps, doubl
     }
     partial[task] = kl_sum;
   });
-  const auto sums = sum_partials(partial, L);
+  const auto sums = sum_row_partials(partial, L);
   for (int64_t r = 0; r < L.rows; ++r) kl[r] = 0.5 * sums[r];
 }
 
 void backward_double(const double* gz, const double* gkl, const double* mu, const double* lv,
                      const double* eps, double* gmu, double* glv, const Layout& L,
                      PhiloxKey key) {
-  for_each_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
+  for_each_row_chunk(L, [&](int64_t row, int64_t c0, int64_t c1, int64_t) {
     float noise_t[kTile];
     double gsum_t[kTile], gnoise_t[kTile];
     const double gk = gkl[row];
