@@ -1,0 +1,5 @@
+"""Generative models built on genmodels.nn and genmodels.ops."""
+
+from genmodels.models.vae import VAE
+
+__all__ = ["VAE"]
