@@ -119,9 +119,13 @@ class VAE(nn.Module):
         log_px = self._log_px(self.decode(z), x)
         return log_px - kl, log_px, kl
 
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(elbo, log p(x|z), KL) per image: the training forward, so DDP syncs its grads."""
+        return self.elbo_terms(x)
+
     def loss(self, x: Tensor) -> Tensor:
         """Mean negative beta-ELBO over the batch, in nats per image (the training loss)."""
-        _, log_px, kl = self.elbo_terms(x)
+        _, log_px, kl = self(x)
         return (self.beta * kl - log_px).mean()
 
     def iwae(self, x: Tensor, k: int = 100, generator: torch.Generator | None = None) -> Tensor:
