@@ -1,6 +1,7 @@
 // The genmodels._C module: one line per entry point.
 #include <torch/extension.h>
 
+#include "masked_conv2d/masked_conv2d.h"
 #include "reparameterize_kl/reparameterize_kl.h"
 
 namespace gm = genmodels;
@@ -11,9 +12,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("has_cuda") = false;
 #endif
+  m.def("masked_conv2d_forward_cpu", &gm::masked_conv2d_forward_cpu);
+  m.def("masked_conv2d_backward_cpu", &gm::masked_conv2d_backward_cpu);
   m.def("reparameterize_kl_forward_cpu", &gm::reparameterize_kl_forward_cpu);
   m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
 #ifdef WITH_CUDA
+  m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
+  m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);
   m.def("reparameterize_kl_forward_cuda", &gm::reparameterize_kl_forward_cuda);
   m.def("reparameterize_kl_backward_cuda", &gm::reparameterize_kl_backward_cuda);
 #endif

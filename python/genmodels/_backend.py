@@ -14,6 +14,9 @@ ENV_VAR = "GENMODELS_BACKEND"
 # The GPU kernel `auto` picks per op, fastest first, from the benchmarks in benchmarks/.
 AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
     "reparameterize_kl": ("native", "triton"),
+    # Not yet measured on a GPU (no device in the session that wrote it): native runs
+    # cuBLAS on an active-tap im2col; Triton is the implicit GEMM.
+    "masked_conv2d": ("native", "triton"),
 }
 
 try:

@@ -1,5 +1,6 @@
 """Drop-in nn.Module layers built on genmodels.ops."""
 
+from genmodels.nn.masked_conv2d import GatedPixelCNNLayer, MaskedConv2d
 from genmodels.nn.reparameterize_kl import ReparameterizeKL
 
-__all__ = ["ReparameterizeKL"]
+__all__ = ["GatedPixelCNNLayer", "MaskedConv2d", "ReparameterizeKL"]
