@@ -67,8 +67,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     good = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
     real_step = VAETask.train_step
 
-    def step(self, net, model, x, optimizers, scaler, amp):
-        stats = real_step(self, net, model, x, optimizers, scaler, amp)
+    def step(self, net, model, x, y, optimizers, scaler, amp):
+        stats = real_step(self, net, model, x, y, optimizers, scaler, amp)
         return {**stats, "loss": float("nan")}
 
     monkeypatch.setattr(VAETask, "train_step", step)

@@ -163,8 +163,10 @@ def train(cfg: TrainConfig) -> dict:
         steps = range(0, per_rank, cfg.batch_size)
         progress = _progress(steps, cfg.progress and rank == 0, f"epoch {epoch + 1}/{epochs}")
         for i in progress:
-            x = train_data.images[order[i : i + cfg.batch_size]].to(device).long()
-            stats = task.train_step(net, model, x, optimizers, scaler, cfg.amp)
+            index = order[i : i + cfg.batch_size]
+            x = train_data.images[index].to(device).long()
+            y = train_data.labels[index].to(device)
+            stats = task.train_step(net, model, x, y, optimizers, scaler, cfg.amp)
             loss = stats["loss"]
             if not math.isfinite(loss):
                 kept = (

@@ -11,10 +11,11 @@ import contextlib
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genmodels.data import ImageDataset, Splits
-from genmodels.models import VAE
+from genmodels.models import VAE, GatedPixelCNN, PixelCNN
 from genmodels.models._likelihood import bits_per_dim
 
 
@@ -53,7 +54,7 @@ class Task:
     def optimizers(self, model: nn.Module, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {"model": torch.optim.Adam(model.parameters(), lr=lr)}
 
-    def train_step(self, net, model, batch, optimizers, scaler, amp: bool) -> dict[str, float]:
+    def train_step(self, net, model, x, y, optimizers, scaler, amp: bool) -> dict[str, float]:
         raise NotImplementedError
 
     def validate(self, model, data: ImageDataset, device) -> float:
@@ -67,9 +68,10 @@ class Task:
         return model.sample(n, **kwargs)
 
 
-def batches(data: ImageDataset, batch_size: int, device):
+def batches(data: ImageDataset, batch_size: int, device, labels: bool = False):
     for i in range(0, len(data), batch_size):
-        yield data.images[i : i + batch_size].to(device).long()
+        x = data.images[i : i + batch_size].to(device).long()
+        yield (x, data.labels[i : i + batch_size].to(device)) if labels else x
 
 
 def _step(loss, optimizer, scaler) -> None:
@@ -90,7 +92,7 @@ class VAETask(Task):
     selection_metric = "val_elbo_bpd"
     model_class = VAE
 
-    def train_step(self, net, model, x, optimizers, scaler, amp):
+    def train_step(self, net, model, x, y, optimizers, scaler, amp):
         with autocast(x.device, amp):
             _, log_px, kl = net(x)
             loss = (model.beta * kl - log_px).mean()
@@ -112,4 +114,45 @@ class VAETask(Task):
         return {"test_elbo_bpd": -elbo * scale, "test_iwae_bpd": -iwae * scale, "iwae_k": k}
 
 
-TASKS: dict[str, type[Task]] = {"vae": VAETask}
+class PixelCNNTask(Task):
+    name = "pixelcnn"
+    default_epochs = 30
+    default_lr = 1e-3
+    selection_metric = "val_bpd"
+    model_class = PixelCNN
+
+    def _labels(self, model, y):
+        return y if model.num_classes is not None else None
+
+    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+        with autocast(x.device, amp):
+            logits = net(x, self._labels(model, y))
+            # Mean NLL per sub-pixel in nats: the loss scale does not depend on image size.
+            loss = F.cross_entropy(logits.float(), x)
+        _step(loss, optimizers["model"], scaler)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def _nll_bpd(self, model, data, device) -> float:
+        total = 0.0
+        for x, y in batches(data, 256, device, labels=True):
+            total -= model.log_prob(x, self._labels(model, y)).sum().item()
+        return bits_per_dim(torch.tensor(total / len(data)), model.dims).item()
+
+    def validate(self, model, data, device) -> float:
+        return self._nll_bpd(model, data, device)
+
+    def evaluate(self, model, data, device) -> dict[str, float]:
+        return {"test_bpd": self._nll_bpd(model, data, device)}
+
+
+class GatedPixelCNNTask(PixelCNNTask):
+    name = "gated-pixelcnn"
+    model_class = GatedPixelCNN
+
+
+TASKS: dict[str, type[Task]] = {
+    "pixelcnn": PixelCNNTask,
+    "gated-pixelcnn": GatedPixelCNNTask,
+    "vae": VAETask,
+}
