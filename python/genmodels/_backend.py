@@ -17,6 +17,7 @@ AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
     # Not yet measured on a GPU (no device in the session that wrote it): native runs
     # cuBLAS on an active-tap im2col; Triton is the implicit GEMM.
     "masked_conv2d": ("native", "triton"),
+    "gradient_penalty": ("native", "triton"),
 }
 
 try:

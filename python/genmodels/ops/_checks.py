@@ -53,3 +53,34 @@ def reduce_batch(values: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return values.mean()
     return values
+
+
+def check_real(value: object, name: str) -> float:
+    """A finite Python (or 0-d tensor) real number, returned as a float."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def dense_rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself if every sample t[b] is one dense block of numel / B elements at offset
+    b * numel / B (contiguous or channels_last tensors: per-sample reductions may then read
+    it in place), else a contiguous copy. Kernels and fake kernels share this layout rule."""
+    if t.is_contiguous():
+        return t
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return t
+    return t.contiguous()
