@@ -44,6 +44,7 @@ def _train(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         backend=args.backend,
+        loss=args.loss,
         binarize=args.binarize,
         progress=not args.no_progress,
     )
@@ -101,7 +102,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = ckpt["config"]
     splits = load(args.data or config["data"], binarize=config.get("binarize", False))
     torch.manual_seed(args.seed)
-    task = TASKS[ckpt["model_kind"]](splits, {})
+    task = TASKS[ckpt["model_kind"]](splits, {}, loss=config.get("loss"))
     metrics = task.evaluate(model, splits.test, torch.device("cpu"))
     print(json.dumps(metrics, indent=2))
     return 0
@@ -135,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="CHECKPOINT", help="checkpoint.pt or run directory")
     train.add_argument(
         "--backend", default="auto", choices=["auto", "native", "triton", "reference"]
+    )
+    train.add_argument(
+        "--loss",
+        help="dcgan: minimax | non-saturating | wgan-gp (default) | dragan | lsgan | hinge",
     )
     train.add_argument("--binarize", action="store_true", help="MNIST as 2 levels")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -45,6 +45,7 @@ class TrainConfig:
     out: str | None = None
     resume: str | None = None
     backend: str = "auto"
+    loss: str | None = None
     binarize: bool = False
     progress: bool = True
     model_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -117,7 +118,7 @@ def train(cfg: TrainConfig) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002
     splits = load(cfg.data, binarize=cfg.binarize)
-    task = TASKS[cfg.model](splits, dict(cfg.model_kwargs))
+    task = TASKS[cfg.model](splits, dict(cfg.model_kwargs), loss=cfg.loss)
     model = task.build_model().to(device)
     epochs = cfg.epochs or task.default_epochs
     optimizers = task.optimizers(model, cfg.lr or task.default_lr)
@@ -142,11 +143,7 @@ def train(cfg: TrainConfig) -> dict:
     elif world > 1:
         torch.manual_seed(cfg.seed + 7919 * rank)  # each rank its own noise; DDP syncs weights
 
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    net = task.wrap(model, device) if world > 1 else model
     if rank == 0:
         os.makedirs(out, exist_ok=True)
 

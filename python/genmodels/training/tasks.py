@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genmodels.data import ImageDataset, Splits
-from genmodels.models import VAE, GatedPixelCNN, PixelCNN
+from genmodels.gan import gradient_penalty
+from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses
 from genmodels.models._likelihood import bits_per_dim
 
 
@@ -32,9 +33,16 @@ class Task:
     default_lr: float
     selection_metric: str
 
-    def __init__(self, splits: Splits, model_kwargs: dict):
+    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
+        if loss is not None:
+            raise ValueError(f"--loss applies to dcgan only, not {self.name}")
         self.splits = splits
         self.model_kwargs = model_kwargs
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module whose forward the training step calls, under DistributedDataParallel."""
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def data_kwargs(self) -> dict:
         c, h, w = self.splits.train.shape
@@ -151,8 +159,92 @@ class GatedPixelCNNTask(PixelCNNTask):
     model_class = GatedPixelCNN
 
 
+class DCGANTask(Task):
+    name = "dcgan"
+    default_epochs = 200
+    default_lr = 2e-4
+    selection_metric = "val_fd"
+    model_class = DCGAN
+    eval_samples = 2000
+
+    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
+        super().__init__(splits, model_kwargs)
+        self.loss = loss or "wgan-gp"
+        if self.loss not in gan_losses.LOSSES:
+            raise ValueError(f"loss must be one of {gan_losses.LOSSES}, got {self.loss!r}")
+        # WGAN-GP trains the critic several steps per generator step (Gulrajani et al.).
+        self.n_critic = 5 if self.loss == "wgan-gp" else 1
+        self.steps = 0
+
+    def optimizers(self, model, lr):
+        betas = (0.5, 0.9)
+        return {
+            "generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
+            "critic": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas),
+        }
+
+    def wrap(self, model, device):
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.Module()
+        wrapped.generator = nn.parallel.DistributedDataParallel(model.generator, device_ids=ids)
+        wrapped.discriminator = nn.parallel.DistributedDataParallel(
+            model.discriminator, device_ids=ids
+        )
+        return wrapped
+
+    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+        cond = (y,) if model.num_classes is not None else ()
+        real = model.to_unit(x)
+        with autocast(x.device, amp):
+            fake = net.generator(model.latents(len(x)), *cond).float()
+            d_real = net.discriminator(real, *cond).float()
+            d_fake = net.discriminator(fake.detach(), *cond).float()
+            loss_d = gan_losses.critic_loss(self.loss, d_real, d_fake)
+        if self.loss in gan_losses.PENALTY:
+            loss_d = loss_d + gradient_penalty(
+                net.discriminator, real, fake.detach(), kind=gan_losses.PENALTY[self.loss],
+                critic_args=cond, scaler=scaler,
+            )  # fmt: skip
+        _step(loss_d, optimizers["critic"], scaler)
+        stats = {"loss": loss_d.item()}
+        self.steps += 1
+        if self.steps % self.n_critic == 0:
+            with autocast(x.device, amp):
+                fake = net.generator(model.latents(len(x)), *cond)
+                loss_g = gan_losses.generator_loss(
+                    self.loss, net.discriminator(fake.float(), *cond).float()
+                )
+            _step(loss_g, optimizers["generator"], scaler)
+            stats["generator_loss"] = loss_g.item()
+        return stats
+
+    def _samples(self, model, n):
+        # A fixed generator: epochs are compared on the same latents, and the training RNG
+        # stream is left untouched.
+        return model.sample(
+            n, generator=torch.Generator(device=next(model.parameters()).device).manual_seed(1)
+        )
+
+    @torch.no_grad()
+    def validate(self, model, data, device) -> float:
+        from genmodels.evaluation import classifier_for, features, frechet_distance
+
+        classifier = classifier_for(self.splits.train)
+        real, _ = features(classifier, data.images)
+        fake, _ = features(classifier, self._samples(model, 1000).cpu())
+        return frechet_distance(real, fake)
+
+    @torch.no_grad()
+    def evaluate(self, model, data, device) -> dict[str, float]:
+        from genmodels.evaluation import classifier_for, gan_metrics
+
+        classifier = classifier_for(self.splits.train)
+        return gan_metrics(classifier, data, self._samples(model, self.eval_samples).cpu())
+
+
 TASKS: dict[str, type[Task]] = {
     "pixelcnn": PixelCNNTask,
     "gated-pixelcnn": GatedPixelCNNTask,
     "vae": VAETask,
+    "dcgan": DCGANTask,
 }
