@@ -29,6 +29,85 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from genmodels.training import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        out=args.out,
+        resume=args.resume,
+        backend=args.backend,
+        loss=args.loss,
+        binarize=args.binarize,
+        progress=not args.no_progress,
+    )
+    train(config)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from genmodels.training.images import save_grid
+    from genmodels.training.restore import restore
+
+    model, ckpt = restore(args.checkpoint)
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.interpolate:
+        if not hasattr(model, "interpolate"):
+            raise ValueError(f"--interpolate: a {ckpt['model_kind']} model cannot interpolate")
+        images = _interpolation(model, args.n, generator)
+        nrow = args.steps
+    else:
+        kwargs = {"truncation": args.truncation} if args.truncation is not None else {}
+        if kwargs and ckpt["model_kind"] != "dcgan":
+            raise ValueError("--truncation applies to GANs only")
+        images = model.sample(args.n, **kwargs)
+        nrow = None
+    save_grid(images, ckpt["levels"], args.out, nrow=nrow)
+    print(f"wrote {len(images)} samples to {args.out}")
+    return 0
+
+
+def _interpolation(model, n: int, generator) -> torch.Tensor:
+    rows = max(1, n // 8)
+    if hasattr(model, "encode"):
+        from genmodels.data import load
+
+        data = load(model_data_spec(model))
+        idx = torch.randperm(len(data.test), generator=generator)[: 2 * rows]
+        x = data.test.images[idx].long()
+        path = model.interpolate(x[:rows], x[rows:], steps=8)
+    else:
+        path = model.interpolate(rows, steps=8, generator=generator)
+    return path.transpose(0, 1).flatten(0, 1)
+
+
+def model_data_spec(model) -> str:
+    return getattr(model, "data_spec", "digits")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from genmodels.data import load
+    from genmodels.training.restore import restore
+    from genmodels.training.tasks import TASKS
+
+    model, ckpt = restore(args.checkpoint)
+    config = ckpt["config"]
+    splits = load(args.data or config["data"], binarize=config.get("binarize", False))
+    torch.manual_seed(args.seed)
+    task = TASKS[ckpt["model_kind"]](splits, {}, loss=config.get("loss"))
+    metrics = task.evaluate(model, splits.test, torch.device("cpu"))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genmodels", description="Fast kernels and models for deep generative modelling."
@@ -40,14 +119,69 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.set_defaults(run=_bench)
+    from genmodels.training.tasks import TASKS
+
+    train = sub.add_parser("train", help="train a model and write a run directory")
+    train.add_argument("model", choices=sorted(TASKS))
+    train.add_argument(
+        "--data", default="digits", help="digits | mnist:DIR | cifar10:DIR | folder:DIR"
+    )
+    train.add_argument("--epochs", type=int, help="default: the model's own")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, help="default: the model's own")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--amp", action="store_true", help="mixed precision")
+    train.add_argument("--out", help="run directory (default runs/MODEL)")
+    train.add_argument("--resume", metavar="CHECKPOINT", help="checkpoint.pt or run directory")
+    train.add_argument(
+        "--backend", default="auto", choices=["auto", "native", "triton", "reference"]
+    )
+    train.add_argument(
+        "--loss",
+        help="dcgan: minimax | non-saturating | wgan-gp (default) | dragan | lsgan | hinge",
+    )
+    train.add_argument("--binarize", action="store_true", help="MNIST as 2 levels")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    sample = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
+    sample.add_argument("checkpoint")
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--out", default="samples.png")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--truncation", type=float, help="GANs: truncate the latent at this radius")
+    sample.add_argument(
+        "--interpolate", action="store_true", help="latent interpolations (VAE, GAN)"
+    )
+    sample.add_argument("--steps", type=int, default=8, help=argparse.SUPPRESS)
+    sample.set_defaults(run=_sample)
+
+    evaluate = sub.add_parser("evaluate", help="test metrics of a checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data", help="default: the data it was trained on")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(run=_evaluate)
+
     backends = sub.add_parser("backends", help="which kernels this install has, and why not")
     backends.set_defaults(run=_backends)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))  # usage and the message, exit status 2
+    except RuntimeError as exc:
+        from genmodels.training.loop import TrainingDiverged
+
+        if isinstance(exc, TrainingDiverged):
+            print(f"genmodels: {exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""PixelCNN (van den Oord et al. 2016a) and Gated PixelCNN (van den Oord et al. 2016b)
+on genmodels' masked convolutions: every training step runs the masked-conv kernels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genmodels.models._likelihood import to_unit
+from genmodels.nn import GatedPixelCNNLayer, MaskedConv2d
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+class _Autoregressive(nn.Module):
+    """Shared by both models: a softmax over the data's levels for every sub-pixel."""
+
+    def __init__(self, in_channels, image_size, levels, hidden_channels, num_layers, num_classes):
+        super().__init__()
+        _check_positive(in_channels=in_channels, image_size=image_size,
+                        hidden_channels=hidden_channels, num_layers=num_layers)  # fmt: skip
+        if not isinstance(levels, int) or levels < 2:
+            raise ValueError(f"levels must be an int of at least 2, got {levels!r}")
+        if num_classes is not None:
+            _check_positive(num_classes=num_classes)
+        self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
+        self.num_classes = num_classes
+        # RGB data orders the sub-pixels R, G, B at each position (colour-group masks).
+        self.color_groups = 3 if in_channels == 3 else 1
+        if hidden_channels % (2 * self.color_groups):
+            raise ValueError(
+                f"hidden_channels must be divisible by {2 * self.color_groups} for "
+                f"{in_channels}-channel data, got {hidden_channels}"
+            )
+
+    @property
+    def dims(self) -> int:
+        return self.in_channels * self.image_size * self.image_size
+
+    def _logits(self, out: Tensor) -> Tensor:
+        b, _, h, w = out.shape
+        # Output channels are colour-group blocks: [C, levels] -> [levels, C].
+        return out.view(b, self.in_channels, self.levels, h, w).transpose(1, 2)
+
+    def _check_x(self, x: Tensor, y: Tensor | None) -> None:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise RuntimeError(
+                f"x must be [B, {', '.join(map(str, expected))}], got {list(x.shape)}"
+            )
+        if self.num_classes is not None and y is None:
+            raise ValueError("this model is class-conditional: pass the labels y")
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x) in nats per image [B]."""
+        logits = self(x, y)
+        return -F.cross_entropy(logits.float(), x.long(), reduction="none").flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | None = None, generator=None) -> Tensor:
+        """n images [n, C, H, W] drawn pixel by pixel and sub-pixel by sub-pixel."""
+        device = next(self.parameters()).device
+        if self.num_classes is not None and y is None:
+            y = torch.arange(n, device=device) % self.num_classes
+        x = torch.zeros(
+            n, self.in_channels, self.image_size, self.image_size, dtype=torch.long, device=device
+        )
+        for i in range(self.image_size):
+            for j in range(self.image_size):
+                for c in range(self.in_channels):
+                    probs = self(x, y)[:, :, c, i, j].float().softmax(dim=1)
+                    x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        return x
+
+
+class PixelCNN(_Autoregressive):
+    """7x7 mask-A input layer, residual blocks of 1x1 / 3x3 mask-B / 1x1 convolutions,
+    two 1x1 output layers; `forward(x)` takes integer levels and returns logits
+    [B, levels, C, H, W]."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        image_size: int = 8,
+        levels: int = 17,
+        hidden_channels: int = 64,
+        num_layers: int = 5,
+        num_classes: int | None = None,
+        backend: str = "auto",
+    ):
+        super().__init__(in_channels, image_size, levels, hidden_channels, num_layers, num_classes)
+        h, g = hidden_channels, self.color_groups
+        conv = dict(color_groups=g, backend=backend)
+        self.input = MaskedConv2d(in_channels, h, 7, "A", **conv)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.ReLU(),
+                MaskedConv2d(h, h // 2, 1, "B", **conv),
+                nn.ReLU(),
+                MaskedConv2d(h // 2, h // 2, 3, "B", **conv),
+                nn.ReLU(),
+                MaskedConv2d(h // 2, h, 1, "B", **conv),
+            )
+            for _ in range(num_layers)
+        )
+        self.output = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(h, h, 1, "B", **conv),
+            nn.ReLU(),
+            MaskedConv2d(h, in_channels * levels, 1, "B", **conv),
+        )
+        self.class_bias = nn.Embedding(num_classes, h) if num_classes else None
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        self._check_x(x, y)
+        h = self.input(to_unit(x, self.levels))
+        if self.class_bias is not None:
+            h = h + self.class_bias(y)[:, :, None, None]
+        for block in self.blocks:
+            h = h + block(h)
+        return self._logits(self.output(h))
+
+
+class GatedPixelCNN(_Autoregressive):
+    """Vertical and horizontal stacks with gated activations and no blind spot, skip
+    connections into two 1x1 output layers; optional class conditioning."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        image_size: int = 8,
+        levels: int = 17,
+        hidden_channels: int = 64,
+        num_layers: int = 6,
+        num_classes: int | None = None,
+        kernel_size: int = 3,
+        backend: str = "auto",
+    ):
+        super().__init__(in_channels, image_size, levels, hidden_channels, num_layers, num_classes)
+        h, g = hidden_channels, self.color_groups
+        layer = dict(color_groups=g, num_classes=num_classes, backend=backend)
+        self.layers = nn.ModuleList(
+            [GatedPixelCNNLayer(in_channels, h, 7, first=True, **layer)]
+            + [GatedPixelCNNLayer(h, h, kernel_size, **layer) for _ in range(num_layers - 1)]
+        )
+        conv = dict(color_groups=g, backend=backend)
+        self.output = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(h, h, 1, "B", **conv),
+            nn.ReLU(),
+            MaskedConv2d(h, in_channels * levels, 1, "B", **conv),
+        )
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        self._check_x(x, y)
+        v = h = to_unit(x, self.levels)
+        skips = 0
+        for layer in self.layers:
+            v, h, skip = layer(v, h, y)
+            skips = skips + skip
+        return self._logits(self.output(skips))

@@ -1,0 +1,250 @@
+"""What training, validation, evaluation and sampling mean for each model.
+
+A task builds its model from the data, runs one optimization step on a batch, scores
+the model on the validation split for model selection (lower is better), computes the
+final test metrics and draws samples. The loop in training/loop.py is model-agnostic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genmodels.data import ImageDataset, Splits
+from genmodels.gan import gradient_penalty
+from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses
+from genmodels.models._likelihood import bits_per_dim
+
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Task:
+    name: str
+    default_epochs: int
+    default_lr: float
+    selection_metric: str
+
+    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
+        if loss is not None:
+            raise ValueError(f"--loss applies to dcgan only, not {self.name}")
+        self.splits = splits
+        self.model_kwargs = model_kwargs
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module whose forward the training step calls, under DistributedDataParallel."""
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def data_kwargs(self) -> dict:
+        c, h, w = self.splits.train.shape
+        if h != w:
+            raise ValueError(f"models take square images, the data has {h}x{w}")
+        return {"in_channels": c, "image_size": h, "levels": self.splits.levels}
+
+    model_class: type[nn.Module]
+
+    def model_config(self) -> dict:
+        """Keyword arguments of the model class: the data's shape, then the user's."""
+        return {**self.data_kwargs(), **self.model_kwargs}
+
+    def build_model(self) -> nn.Module:
+        return self.model_class(**self.model_config())
+
+    def optimizers(self, model: nn.Module, lr: float) -> dict[str, torch.optim.Optimizer]:
+        return {"model": torch.optim.Adam(model.parameters(), lr=lr)}
+
+    def train_step(self, net, model, x, y, optimizers, scaler, amp: bool) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self, model, data: ImageDataset, device) -> float:
+        raise NotImplementedError
+
+    def evaluate(self, model, data: ImageDataset, device) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, model, n: int, **kwargs) -> torch.Tensor:
+        return model.sample(n, **kwargs)
+
+
+def batches(data: ImageDataset, batch_size: int, device, labels: bool = False):
+    for i in range(0, len(data), batch_size):
+        x = data.images[i : i + batch_size].to(device).long()
+        yield (x, data.labels[i : i + batch_size].to(device)) if labels else x
+
+
+def _step(loss, optimizer, scaler) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
+class VAETask(Task):
+    name = "vae"
+    default_epochs = 40
+    default_lr = 2e-3
+    selection_metric = "val_elbo_bpd"
+    model_class = VAE
+
+    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+        with autocast(x.device, amp):
+            _, log_px, kl = net(x)
+            loss = (model.beta * kl - log_px).mean()
+        _step(loss, optimizers["model"], scaler)
+        return {"loss": loss.item(), "kl": kl.mean().item()}
+
+    @torch.no_grad()
+    def validate(self, model, data, device) -> float:
+        total = sum(model.elbo(x).sum().item() for x in batches(data, 256, device))
+        return bits_per_dim(torch.tensor(-total / len(data)), model.dims).item()
+
+    @torch.no_grad()
+    def evaluate(self, model, data, device, k: int = 100) -> dict[str, float]:
+        elbo = iwae = 0.0
+        for x in batches(data, max(1, 2000 // k), device):
+            elbo += model.elbo(x).sum().item()
+            iwae += model.iwae(x, k=k).sum().item()
+        scale = 1.0 / (len(data) * model.dims * math.log(2.0))
+        return {"test_elbo_bpd": -elbo * scale, "test_iwae_bpd": -iwae * scale, "iwae_k": k}
+
+
+class PixelCNNTask(Task):
+    name = "pixelcnn"
+    default_epochs = 30
+    default_lr = 1e-3
+    selection_metric = "val_bpd"
+    model_class = PixelCNN
+
+    def _labels(self, model, y):
+        return y if model.num_classes is not None else None
+
+    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+        with autocast(x.device, amp):
+            logits = net(x, self._labels(model, y))
+            # Mean NLL per sub-pixel in nats: the loss scale does not depend on image size.
+            loss = F.cross_entropy(logits.float(), x)
+        _step(loss, optimizers["model"], scaler)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def _nll_bpd(self, model, data, device) -> float:
+        total = 0.0
+        for x, y in batches(data, 256, device, labels=True):
+            total -= model.log_prob(x, self._labels(model, y)).sum().item()
+        return bits_per_dim(torch.tensor(total / len(data)), model.dims).item()
+
+    def validate(self, model, data, device) -> float:
+        return self._nll_bpd(model, data, device)
+
+    def evaluate(self, model, data, device) -> dict[str, float]:
+        return {"test_bpd": self._nll_bpd(model, data, device)}
+
+
+class GatedPixelCNNTask(PixelCNNTask):
+    name = "gated-pixelcnn"
+    model_class = GatedPixelCNN
+
+
+class DCGANTask(Task):
+    name = "dcgan"
+    default_epochs = 200
+    default_lr = 2e-4
+    selection_metric = "val_fd"
+    model_class = DCGAN
+    eval_samples = 2000
+
+    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
+        super().__init__(splits, model_kwargs)
+        self.loss = loss or "wgan-gp"
+        if self.loss not in gan_losses.LOSSES:
+            raise ValueError(f"loss must be one of {gan_losses.LOSSES}, got {self.loss!r}")
+        # WGAN-GP trains the critic several steps per generator step (Gulrajani et al.).
+        self.n_critic = 5 if self.loss == "wgan-gp" else 1
+        self.steps = 0
+
+    def optimizers(self, model, lr):
+        betas = (0.5, 0.9)
+        return {
+            "generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
+            "critic": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas),
+        }
+
+    def wrap(self, model, device):
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.Module()
+        wrapped.generator = nn.parallel.DistributedDataParallel(model.generator, device_ids=ids)
+        wrapped.discriminator = nn.parallel.DistributedDataParallel(
+            model.discriminator, device_ids=ids
+        )
+        return wrapped
+
+    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+        cond = (y,) if model.num_classes is not None else ()
+        real = model.to_unit(x)
+        with autocast(x.device, amp):
+            fake = net.generator(model.latents(len(x)), *cond).float()
+            d_real = net.discriminator(real, *cond).float()
+            d_fake = net.discriminator(fake.detach(), *cond).float()
+            loss_d = gan_losses.critic_loss(self.loss, d_real, d_fake)
+        if self.loss in gan_losses.PENALTY:
+            loss_d = loss_d + gradient_penalty(
+                net.discriminator, real, fake.detach(), kind=gan_losses.PENALTY[self.loss],
+                critic_args=cond, scaler=scaler,
+            )  # fmt: skip
+        _step(loss_d, optimizers["critic"], scaler)
+        stats = {"loss": loss_d.item()}
+        self.steps += 1
+        if self.steps % self.n_critic == 0:
+            with autocast(x.device, amp):
+                fake = net.generator(model.latents(len(x)), *cond)
+                loss_g = gan_losses.generator_loss(
+                    self.loss, net.discriminator(fake.float(), *cond).float()
+                )
+            _step(loss_g, optimizers["generator"], scaler)
+            stats["generator_loss"] = loss_g.item()
+        return stats
+
+    def _samples(self, model, n):
+        # A fixed generator: epochs are compared on the same latents, and the training RNG
+        # stream is left untouched.
+        return model.sample(
+            n, generator=torch.Generator(device=next(model.parameters()).device).manual_seed(1)
+        )
+
+    @torch.no_grad()
+    def validate(self, model, data, device) -> float:
+        from genmodels.evaluation import classifier_for, features, frechet_distance
+
+        classifier = classifier_for(self.splits.train)
+        real, _ = features(classifier, data.images)
+        fake, _ = features(classifier, self._samples(model, 1000).cpu())
+        return frechet_distance(real, fake)
+
+    @torch.no_grad()
+    def evaluate(self, model, data, device) -> dict[str, float]:
+        from genmodels.evaluation import classifier_for, gan_metrics
+
+        classifier = classifier_for(self.splits.train)
+        return gan_metrics(classifier, data, self._samples(model, self.eval_samples).cpu())
+
+
+TASKS: dict[str, type[Task]] = {
+    "pixelcnn": PixelCNNTask,
+    "gated-pixelcnn": GatedPixelCNNTask,
+    "vae": VAETask,
+    "dcgan": DCGANTask,
+}

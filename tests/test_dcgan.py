@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from genmodels.evaluation import frechet_distance, mode_coverage, precision_recall
+from genmodels.models import DCGAN, gan_losses
+from genmodels.training import TrainConfig, train
+
+
+@pytest.mark.parametrize("size,channels", [(8, 1), (28, 1), (32, 3), (64, 3)])
+def test_shapes(size, channels):
+    torch.manual_seed(0)
+    gan = DCGAN(in_channels=channels, image_size=size, levels=256, latent_dim=8, hidden_channels=8)
+    z = gan.latents(3)
+    images = gan.generator(z)
+    assert images.shape == (3, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert gan.discriminator(images).shape == (3,)
+    samples = gan.sample(5)
+    assert samples.shape == (5, channels, size, size) and samples.dtype == torch.long
+    assert samples.min() >= 0 and samples.max() <= 255
+
+
+def test_truncation_and_interpolation():
+    torch.manual_seed(0)
+    gan = DCGAN(latent_dim=16, hidden_channels=8)
+    z = gan.latents(200, truncation=0.5)
+    assert z.abs().max() <= 0.5
+    with pytest.raises(ValueError, match="truncation"):
+        gan.latents(2, truncation=0.0)
+    assert gan.sample(4, truncation=1.0).shape == (4, 1, 8, 8)
+    assert gan.interpolate(3, steps=5).shape == (5, 3, 1, 8, 8)
+
+
+def test_class_conditional():
+    torch.manual_seed(0)
+    gan = DCGAN(latent_dim=8, hidden_channels=8, num_classes=10)
+    y = torch.tensor([1, 7])
+    images = gan.generator(gan.latents(2), y)
+    assert gan.discriminator(images, y).shape == (2,)
+    with pytest.raises(ValueError, match="labels"):
+        gan.generator(gan.latents(2))
+    assert gan.sample(20).shape == (20, 1, 8, 8)
+
+
+def test_wgan_critic_has_no_batch_norm():
+    gan = DCGAN()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gan.discriminator.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in gan.generator.modules())
+
+
+def test_losses():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    sp = torch.nn.functional.softplus
+    torch.testing.assert_close(
+        gan_losses.critic_loss("wgan-gp", real, fake), fake.mean() - real.mean()
+    )
+    torch.testing.assert_close(
+        gan_losses.critic_loss("hinge", real, fake), torch.tensor((0 + 2 + 1.5 + 0) / 2)
+    )
+    torch.testing.assert_close(
+        gan_losses.critic_loss("minimax", real, fake), sp(-real).mean() + sp(fake).mean()
+    )
+    torch.testing.assert_close(
+        gan_losses.critic_loss("lsgan", real, fake),
+        torch.tensor((0.5 * (1 + 4) + 0.5 * (0.25 + 9)) / 2),
+    )
+    torch.testing.assert_close(gan_losses.generator_loss("non-saturating", fake), sp(-fake).mean())
+    torch.testing.assert_close(gan_losses.generator_loss("minimax", fake), -sp(fake).mean())
+    torch.testing.assert_close(gan_losses.generator_loss("wgan-gp", fake), -fake.mean())
+    torch.testing.assert_close(
+        gan_losses.generator_loss("lsgan", fake), torch.tensor((0.25 + 16) / 4)
+    )
+    with pytest.raises(ValueError, match="loss must be one of"):
+        gan_losses.critic_loss("wasserstein", real, fake)
+
+
+def test_metrics():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    assert frechet_distance(a, b) < 0.02
+    shift = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
+    assert abs(frechet_distance(a, b + shift) - 5.0) < 0.1
+    p, r = precision_recall(a[:500].float(), a[:500].float())
+    assert p == 1.0 and r == 1.0
+    p, r = precision_recall(a[:500].float(), (a[:500] + 100).float())
+    assert p == 0.0 and r == 0.0
+    covered, tv = mode_coverage(torch.arange(1000) % 10, 10)
+    assert covered == 10 and tv == pytest.approx(0.0)
+    covered, tv = mode_coverage(torch.zeros(100, dtype=torch.long), 10)
+    assert covered == 1 and tv == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "dragan", "hinge"])
+def test_trainer_runs_a_gan(tmp_path, loss):
+    cfg = TrainConfig(model="dcgan", epochs=1, loss=loss, out=str(tmp_path), progress=False,
+                      model_kwargs={"hidden_channels": 8, "latent_dim": 8})  # fmt: skip
+    metrics = train(cfg)
+    for key in ("fd", "precision", "recall", "classes_covered", "class_tv"):
+        assert key in metrics
+    assert 0 <= metrics["class_tv"] <= 0.9 and 1 <= metrics["classes_covered"] <= 10
+
+
+def test_loss_option_is_for_gans_only(tmp_path):
+    with pytest.raises(ValueError, match="dcgan only"):
+        train(TrainConfig(model="vae", epochs=1, loss="hinge", out=str(tmp_path), progress=False))

@@ -1,0 +1,129 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from genmodels.cli import main
+from genmodels.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from genmodels.training.loop import TrainingDiverged
+from genmodels.training.tasks import VAETask
+
+SMALL = {"hidden_channels": 8, "latent_dim": 2}
+
+
+def config(tmp_path, name="run", **kw):
+    base = dict(model="vae", epochs=2, out=str(tmp_path / name), progress=False, model_kwargs=SMALL)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_run_directory_contents(tmp_path):
+    metrics = train(config(tmp_path, epochs=1))
+    run = tmp_path / "run"
+    assert {"checkpoint.pt", "samples.png", "metrics.json", "log.csv"} <= set(os.listdir(run))
+    written = json.loads((run / "metrics.json").read_text())
+    assert written == metrics
+    for key in ("test_elbo_bpd", "test_iwae_bpd", "epochs", "seconds", "device"):
+        assert key in written
+    assert written["test_iwae_bpd"] <= written["test_elbo_bpd"] + 0.05
+    assert (run / "log.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
+    ckpt = load_checkpoint(str(run / "checkpoint.pt"))  # weights_only=True
+    assert ckpt["epoch"] == 1 and ckpt["model_kind"] == "vae"
+
+
+def test_resume_continues_exactly(tmp_path):
+    train(config(tmp_path, "straight", epochs=2))
+    train(config(tmp_path, "interrupted", epochs=1))
+    resumed = train(config(tmp_path, "interrupted", epochs=2, resume=str(tmp_path / "interrupted")))
+    a = load_checkpoint(str(tmp_path / "straight" / "checkpoint.pt"))
+    b = load_checkpoint(str(tmp_path / "interrupted" / "checkpoint.pt"))
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["train_loss"] for r in a["log"]] == [r["train_loss"] for r in b["log"]]
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert straight["test_elbo_bpd"] == resumed["test_elbo_bpd"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, str(path))
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, str(path))
+    monkeypatch.undo()
+    assert load_checkpoint(str(path))["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pt"], "no temporary file is left behind"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train(config(tmp_path, epochs=1))
+    good = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
+    real_step = VAETask.train_step
+
+    def step(self, net, model, x, y, optimizers, scaler, amp):
+        stats = real_step(self, net, model, x, y, optimizers, scaler, amp)
+        return {**stats, "loss": float("nan")}
+
+    monkeypatch.setattr(VAETask, "train_step", step)
+    with pytest.raises(TrainingDiverged, match="epoch 2.*last good checkpoint"):
+        train(config(tmp_path, epochs=3, resume=str(tmp_path / "run")))
+    after = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
+    assert after["epoch"] == 1
+    for key in good["model"]:
+        assert torch.equal(good["model"][key], after["model"][key])
+
+
+def test_cli_train_sample_evaluate(tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main(["train", "vae", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(run / "checkpoint.pt"), "--n", "16", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 0
+    inter = tmp_path / "inter.png"
+    assert main(["sample", str(run), "--interpolate", "--n", "16", "--out", str(inter)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["test_iwae_bpd"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train", "pixelsnail"], "invalid choice"),
+        (["train", "vae", "--epochs", "zero"], "invalid int"),
+        (["train", "vae", "--epochs", "0"], "epochs must be a positive int"),
+        (["train", "vae", "--resume", "/nonexistent/run"], "/nonexistent/run"),
+        (["train", "vae", "--data", "mnist:/nonexistent"], "/nonexistent"),
+        (["sample", "/nonexistent/checkpoint.pt"], "/nonexistent/checkpoint.pt"),
+        ([], "usage"),
+    ],
+)
+def test_cli_bad_arguments_exit_with_usage(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "usage" in err and words in err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", "29533", "-m", "genmodels", "train", "vae", "--epochs", "1",
+           "--out", str(run), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 1
+    # Each rank ran half of the 1000 training images per epoch in batches of 64.
+    assert "epoch 1/1" in done.stdout
