@@ -42,10 +42,7 @@ def reparameterize_kl_reference(
 # --- kernels behind one torch.library op --------------------------------------------------
 
 
-@torch.library.custom_op("genmodels::reparameterize_kl", mutates_args=())
-def _op(
-    mu: Tensor, logvar: Tensor, eps: Tensor | None, seed: Tensor, num_samples: int, backend: str
-) -> tuple[Tensor, Tensor]:
+def _forward_kernels(mu, logvar, eps, seed, num_samples, backend):
     s, o = seed_words(seed)
     if backend == "triton":
         from genkernels import reparameterize_kl as kernels
@@ -53,6 +50,23 @@ def _op(
         return kernels.forward(mu, logvar, eps, s, o, num_samples)
     forward = _backend.native_entry(OP, "forward", mu.device)
     return forward(mu, logvar, eps, _signed(s), _signed(o), num_samples)
+
+
+def _backward_kernels(grad_z, grad_kl, mu, logvar, eps, seed, num_samples, backend):
+    s, o = seed_words(seed)
+    if backend == "triton":
+        from genkernels import reparameterize_kl as kernels
+
+        return kernels.backward(grad_z, grad_kl, mu, logvar, eps, s, o, num_samples)
+    backward = _backend.native_entry(OP, "backward", mu.device)
+    return backward(grad_z, grad_kl, mu, logvar, eps, _signed(s), _signed(o), num_samples)
+
+
+@torch.library.custom_op("genmodels::reparameterize_kl", mutates_args=())
+def _op(
+    mu: Tensor, logvar: Tensor, eps: Tensor | None, seed: Tensor, num_samples: int, backend: str
+) -> tuple[Tensor, Tensor]:
+    return _forward_kernels(mu, logvar, eps, seed, num_samples, backend)
 
 
 @_op.register_fake
@@ -71,13 +85,7 @@ def _backward_op(
     num_samples: int,
     backend: str,
 ) -> tuple[Tensor, Tensor]:
-    s, o = seed_words(seed)
-    if backend == "triton":
-        from genkernels import reparameterize_kl as kernels
-
-        return kernels.backward(grad_z, grad_kl, mu, logvar, eps, s, o, num_samples)
-    backward = _backend.native_entry(OP, "backward", mu.device)
-    return backward(grad_z, grad_kl, mu, logvar, eps, _signed(s), _signed(o), num_samples)
+    return _backward_kernels(grad_z, grad_kl, mu, logvar, eps, seed, num_samples, backend)
 
 
 @_backward_op.register_fake
@@ -92,13 +100,13 @@ def _setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def _backward(ctx, grad_z, grad_kl):
+def _gradients(ctx, grad_z, grad_kl, backward):
     mu, logvar, eps, seed = ctx.saved_tensors
     if grad_z is None:
         grad_z = mu.new_zeros((ctx.num_samples, *mu.shape))
     if grad_kl is None:
         grad_kl = mu.new_zeros((mu.shape[0],))
-    grad_mu, grad_logvar = _backward_op(
+    grad_mu, grad_logvar = backward(
         grad_z, grad_kl, mu, logvar, eps, seed, ctx.num_samples, ctx.backend
     )
     grad_eps = None
@@ -107,7 +115,28 @@ def _backward(ctx, grad_z, grad_kl):
     return grad_mu, grad_logvar, grad_eps, None, None, None
 
 
+def _backward(ctx, grad_z, grad_kl):
+    return _gradients(ctx, grad_z, grad_kl, _backward_op)
+
+
 _op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The same kernels and derivatives as the torch.library op, for eager calls: the op's
+    dispatch and autograd bookkeeping cost more than the kernels at VAE-latent sizes
+    (B=128, D=32). torch.compile traces the torch.library op instead."""
+
+    # forward(ctx, ...) rather than a separate setup_context: the latter binds the
+    # call's signature with inspect on every call, which costs more than the kernel here.
+    @staticmethod
+    def forward(ctx, mu, logvar, eps, seed, num_samples, backend):
+        _setup_context(ctx, (mu, logvar, eps, seed, num_samples, backend), None)
+        return _forward_kernels(mu, logvar, eps, seed, num_samples, backend)
+
+    @staticmethod
+    def backward(ctx, grad_z, grad_kl):
+        return _gradients(ctx, grad_z, grad_kl, _backward_kernels)
 
 
 def _signed(word: int) -> int:
@@ -164,8 +193,10 @@ def reparameterize_kl(
     seed = draw_seed(generator) if eps is None else _NO_SEED
     if which == "reference":
         z, kl = reparameterize_kl_reference(mu, logvar, eps, seed, k)
-    else:
+    elif torch.compiler.is_compiling():
         z, kl = _op(mu, logvar, eps, seed, k, which)
+    else:
+        z, kl = _Eager.apply(mu, logvar, eps, seed, k, which)
     if num_samples is None:
         z = z.squeeze(0)
     return z, _checks.reduce_batch(kl, reduction)
