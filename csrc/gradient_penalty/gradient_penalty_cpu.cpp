@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/cpu_alloc.h"
 #include "common/cpu_chunks.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "gradient_penalty/gradient_penalty_checks.h"
@@ -167,7 +168,7 @@ at::Tensor gradient_penalty_backward_cpu(const at::Tensor& grad_penalty_in,
   const at::Tensor grad_penalty = grad_penalty_in.contiguous();
   const at::Tensor grad_norm = grad_norm_in.contiguous();
   const at::Tensor norm = norm_in.contiguous();
-  at::Tensor out = at::empty_like(grads);
+  at::Tensor out = empty_output_like(grads);
   if (grads.numel() == 0) return out;
   const Layout layout = make_layout(grads.size(0), grads.numel());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads.scalar_type(),
