@@ -34,8 +34,11 @@ inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& o
   return out;
 }
 
+// Same sizes, dtype and strides (memory format) as `like`.
 inline at::Tensor empty_output_like(const at::Tensor& like) {
-  return empty_output(like.sizes(), like.options());
+  at::Tensor out = at::empty_like(like);
+  advise_huge_pages(out);
+  return out;
 }
 
 }  // namespace genmodels
