@@ -8,15 +8,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from genmodels.models._args import check_levels, check_positive
 from genmodels.models._likelihood import to_unit
 
 SIZES = {8: 4, 28: 7, 32: 4, 64: 4}  # image size -> size of the first feature map
-
-
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _upsamplings(image_size: int) -> int:
@@ -112,12 +107,11 @@ class DCGAN(nn.Module):
         batch_norm_critic: bool = False,
     ):
         super().__init__()
-        _check_positive(in_channels=in_channels, latent_dim=latent_dim,
+        check_positive(in_channels=in_channels, latent_dim=latent_dim,
                         hidden_channels=hidden_channels)  # fmt: skip
         if num_classes is not None:
-            _check_positive(num_classes=num_classes)
-        if not isinstance(levels, int) or levels < 2:
-            raise ValueError(f"levels must be an int of at least 2, got {levels!r}")
+            check_positive(num_classes=num_classes)
+        check_levels(levels)
         self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.generator = Generator(

@@ -7,14 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genmodels.models._args import check_levels, check_positive
 from genmodels.models._likelihood import to_unit
 from genmodels.nn import GatedPixelCNNLayer, MaskedConv2d
-
-
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 class _Autoregressive(nn.Module):
@@ -22,12 +17,11 @@ class _Autoregressive(nn.Module):
 
     def __init__(self, in_channels, image_size, levels, hidden_channels, num_layers, num_classes):
         super().__init__()
-        _check_positive(in_channels=in_channels, image_size=image_size,
+        check_positive(in_channels=in_channels, image_size=image_size,
                         hidden_channels=hidden_channels, num_layers=num_layers)  # fmt: skip
-        if not isinstance(levels, int) or levels < 2:
-            raise ValueError(f"levels must be an int of at least 2, got {levels!r}")
+        check_levels(levels)
         if num_classes is not None:
-            _check_positive(num_classes=num_classes)
+            check_positive(num_classes=num_classes)
         self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
         self.num_classes = num_classes
         # RGB data orders the sub-pixels R, G, B at each position (colour-group masks).

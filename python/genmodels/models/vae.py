@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from genmodels.models import _likelihood
+from genmodels.models._args import check_levels, check_positive
 from genmodels.nn import ReparameterizeKL
 from genmodels.ops import reparameterize_kl
 
@@ -47,16 +48,9 @@ class VAE(nn.Module):
             )
         if likelihood == "bernoulli" and levels != 2:
             raise ValueError(f"likelihood='bernoulli' needs levels=2, got levels={levels}")
-        for name, value in (
-            ("in_channels", in_channels),
-            ("image_size", image_size),
-            ("hidden_channels", hidden_channels),
-            ("latent_dim", latent_dim),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if levels < 2:
-            raise ValueError(f"levels must be at least 2, got {levels}")
+        check_positive(in_channels=in_channels, image_size=image_size,
+                       hidden_channels=hidden_channels, latent_dim=latent_dim)  # fmt: skip
+        check_levels(levels)
         self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
         self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
         steps = _down_steps(image_size)
