@@ -30,6 +30,10 @@ __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v)
 template <typename T> struct AccType { using type = float; };
 template <> struct AccType<double> { using type = double; };
 
+// Bytes of one accumulator of storage type T (workspace sizing).
+template <typename T>
+constexpr int64_t acc_bytes() { return sizeof(typename AccType<T>::type); }
+
 template <typename T, typename A>
 __device__ __forceinline__ A to_acc(T v) {
   if constexpr (sizeof(A) == sizeof(double)) return static_cast<double>(v);

@@ -136,18 +136,13 @@ backward_kernel(const T* __restrict__ grad_z, const T* __restrict__ grad_kl,
   }
 }
 
-template <typename T>
-int64_t acc_size() {
-  return sizeof(typename AccType<T>::type);
-}
-
 }  // namespace
 
 int64_t reparameterize_kl_forward_workspace_bytes(DType dtype, int64_t rows, int64_t cols) {
   const Tiling tiling = make_tiling(rows, cols);
   if (tiling.n_chunks == 1) return 0;
   int64_t bytes = 0;
-  dispatch_dtype(dtype, [&](auto tag) { bytes = rows * tiling.n_chunks * acc_size<decltype(tag)>(); });
+  dispatch_dtype(dtype, [&](auto tag) { bytes = rows * tiling.n_chunks * acc_bytes<decltype(tag)>(); });
   return bytes;
 }
 
