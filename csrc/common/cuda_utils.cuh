@@ -53,4 +53,13 @@ void dispatch_dtype(DType dtype, F&& f) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Scratch bytes of a split row reduction: one accumulator per (row, chunk), none when
+// every row fits one block.
+inline int64_t split_rows_workspace_bytes(DType dtype, int64_t rows, int64_t n_chunks) {
+  if (n_chunks == 1) return 0;
+  int64_t bytes = 0;
+  dispatch_dtype(dtype, [&](auto tag) { bytes = rows * n_chunks * acc_bytes<decltype(tag)>(); });
+  return bytes;
+}
+
 }  // namespace genmodels

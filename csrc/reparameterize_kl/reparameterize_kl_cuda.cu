@@ -139,11 +139,7 @@ backward_kernel(const T* __restrict__ grad_z, const T* __restrict__ grad_kl,
 }  // namespace
 
 int64_t reparameterize_kl_forward_workspace_bytes(DType dtype, int64_t rows, int64_t cols) {
-  const Tiling tiling = make_tiling(rows, cols);
-  if (tiling.n_chunks == 1) return 0;
-  int64_t bytes = 0;
-  dispatch_dtype(dtype, [&](auto tag) { bytes = rows * tiling.n_chunks * acc_bytes<decltype(tag)>(); });
-  return bytes;
+  return split_rows_workspace_bytes(dtype, rows, make_tiling(rows, cols).n_chunks);
 }
 
 cudaError_t reparameterize_kl_forward_launch(DType dtype, const void* mu, const void* logvar,
