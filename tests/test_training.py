@@ -127,3 +127,20 @@ def test_torchrun_two_processes(tmp_path):
     assert metrics["epochs"] == 1
     # Each rank ran half of the 1000 training images per epoch in batches of 64.
     assert "epoch 1/1" in done.stdout
+
+
+def test_interpolation_uses_the_data_the_model_was_trained_on(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    for i in range(20):
+        pixels = torch.randint(0, 256, (8, 8, 3), generator=rng, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(images / f"{i}.png")
+    run = tmp_path / "rgb"
+    argv = ["train", "vae", "--data", f"folder:{images}", "--epochs", "1", "--out", str(run)]
+    assert main([*argv, "--no-progress"]) == 0
+    grid = tmp_path / "inter.png"
+    assert main(["sample", str(run), "--interpolate", "--n", "8", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 0

@@ -62,7 +62,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.interpolate:
         if not hasattr(model, "interpolate"):
             raise ValueError(f"--interpolate: a {ckpt['model_kind']} model cannot interpolate")
-        images = _interpolation(model, args.n, generator)
+        images = _interpolation(model, ckpt["config"], args.n, generator)
         nrow = args.steps
     else:
         kwargs = {"truncation": args.truncation} if args.truncation is not None else {}
@@ -75,22 +75,19 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interpolation(model, n: int, generator) -> torch.Tensor:
+def _interpolation(model, config: dict, n: int, generator) -> torch.Tensor:
     rows = max(1, n // 8)
     if hasattr(model, "encode"):
         from genmodels.data import load
 
-        data = load(model_data_spec(model))
+        # Encoder-based models interpolate between test images of the data they learned.
+        data = load(config["data"], binarize=config.get("binarize", False))
         idx = torch.randperm(len(data.test), generator=generator)[: 2 * rows]
         x = data.test.images[idx].long()
         path = model.interpolate(x[:rows], x[rows:], steps=8)
     else:
         path = model.interpolate(rows, steps=8, generator=generator)
     return path.transpose(0, 1).flatten(0, 1)
-
-
-def model_data_spec(model) -> str:
-    return getattr(model, "data_spec", "digits")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
