@@ -1,0 +1,106 @@
+"""The genmodels models rewritten with plain PyTorch layers: the baselines of
+bench_models.py.
+
+`plain_twin(model)` returns a deep copy of a genmodels model (same weights, same
+architecture) in which every genmodels kernel is replaced by the code users write today:
+masked convolutions become `F.conv2d(x, weight * mask)` with the mask in a buffer, the
+Gated PixelCNN unit becomes that convolution plus an eager gate, and the VAE's sampler
+becomes the eager reparameterization and KL. The DCGAN's difference is in its training
+step (the canonical penalty), see `bench_models.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genmodels.models import VAE, GatedPixelCNN, PixelCNN
+from genmodels.nn import GatedPixelCNNLayer, MaskedConv2d
+from genmodels.ops import make_mask
+from genmodels.ops.masked_conv2d import gated_activation
+from genmodels.recipes import reparameterize_kl_recipe
+
+
+class RecipeMaskedConv2d(nn.Conv2d):
+    """The masked convolution as PixelCNN code usually writes it."""
+
+    def __init__(self, conv: MaskedConv2d):
+        super().__init__(
+            conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+            bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+        )  # fmt: skip
+        self.load_state_dict(conv.state_dict())
+        c_out, c_in, k, _ = conv.weight.shape
+        mask = make_mask(c_out, c_in, k, conv.mask_type, conv.color_groups)
+        self.register_buffer("mask", mask.to(conv.weight), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class RecipeGatedLayer(nn.Module):
+    """GatedPixelCNNLayer's forward with recipe convolutions and an eager gate."""
+
+    def __init__(self, layer: GatedPixelCNNLayer):
+        super().__init__()
+        self.color_groups, self.residual = layer.color_groups, layer.residual
+        self.conv_v = RecipeMaskedConv2d(layer.conv_v)
+        self.conv_h = RecipeMaskedConv2d(layer.conv_h)
+        self.v_to_h = copy.deepcopy(layer.v_to_h)
+        self.h_out = RecipeMaskedConv2d(layer.h_out)
+        self.skip = RecipeMaskedConv2d(layer.skip)
+        self.cond_v, self.cond_h = copy.deepcopy(layer.cond_v), copy.deepcopy(layer.cond_h)
+
+    def forward(self, v: Tensor, h: Tensor, y: Tensor | None = None):
+        v_pre = self.conv_v(v)
+        if self.cond_v is not None:
+            v_pre = v_pre + self.cond_v(y)[:, :, None, None]
+        h_pre = self.conv_h(h) + self.v_to_h(v_pre)
+        if self.cond_h is not None:
+            h_pre = h_pre + self.cond_h(y)[:, :, None, None]
+        h_gated = gated_activation(h_pre, self.color_groups)
+        h_new = self.h_out(h_gated)
+        if self.residual:
+            h_new = h_new + h
+        return gated_activation(v_pre, self.color_groups), h_new, self.skip(h_gated)
+
+
+class RecipeSampler(nn.Module):
+    """The VAE's sampling layer as most PyTorch VAEs write it."""
+
+    def forward(self, mu: Tensor, logvar: Tensor, generator=None) -> tuple[Tensor, Tensor]:
+        return reparameterize_kl_recipe(mu, logvar)
+
+
+def _swap(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, MaskedConv2d):
+            setattr(module, name, RecipeMaskedConv2d(child))
+        elif isinstance(child, GatedPixelCNNLayer):
+            setattr(module, name, RecipeGatedLayer(child))
+        else:
+            _swap(child)
+
+
+def plain_twin(model: nn.Module) -> nn.Module:
+    """A copy of `model` with the same weights and plain-PyTorch layers."""
+    if not isinstance(model, (PixelCNN, GatedPixelCNN, VAE)):
+        raise TypeError(f"no plain twin for {type(model).__name__}")
+    twin = copy.deepcopy(model)
+    _swap(twin)
+    if isinstance(twin, VAE):
+        twin.sampler = RecipeSampler()
+    return twin
+
+
+__all__ = ["plain_twin"]
+
+
+if __name__ == "__main__":  # a quick equality check
+    torch.manual_seed(0)
+    for m in (PixelCNN(), GatedPixelCNN()):
+        x = torch.randint(0, 17, (4, 1, 8, 8))
+        print(type(m).__name__, (m(x) - plain_twin(m)(x)).abs().max().item())
