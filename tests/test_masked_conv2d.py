@@ -453,13 +453,14 @@ def test_torch_compile_fused_gated(backend):
 
 
 @pytest.mark.parametrize("backend", NATIVE)
-@pytest.mark.parametrize("path", ["im2col", "rects"])
+@pytest.mark.parametrize("path", ["chunks", "single", "rects"])
 @pytest.mark.parametrize(
-    "k,mask_type,groups", [(3, "A", 3), (5, "B", 1), (7, "HA", 3), (5, "VB", 1)]
+    "k,mask_type,groups", [(3, "A", 3), (5, "B", 1), (7, "HA", 3), (5, "VB", 1), (1, "B", 3)]
 )
 def test_native_cpu_paths(backend, path, k, mask_type, groups, monkeypatch):
-    """Both CPU formulations (active-tap im2col + GEMM, and rectangles of kept taps run as
-    dense convolutions) whichever one the size picks by default."""
+    """Every CPU formulation (active-tap im2col + GEMM in cache-sized chunks, the same as
+    one whole-tensor GEMM, rectangles of kept taps run as dense convolutions) whichever one
+    the size picks by default."""
     monkeypatch.setenv("GM_MASKED_CONV_CPU_PATH", path)
     x, w, b = _inputs(3, 6, 9, 5, 6, k, torch.float64)
     _check_against_reference(

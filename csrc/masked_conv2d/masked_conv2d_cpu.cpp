@@ -1,4 +1,5 @@
-// CPU kernels of masked_conv2d. Two formulations, both computing only the kept taps:
+// CPU kernels of masked_conv2d. Two formulations, both computing only the kept taps
+// (cpu_path below picks one):
 //
 // 1. Active-tap im2col + GEMM (k <= 3 by default): only the kept taps are gathered, so the
 //    GEMM after it (at::mm, the formulation of masked_conv2d_checks.h) does no work on
@@ -7,7 +8,8 @@
 //    single-threaded GEMM (at::mm inside at::parallel_for does not spawn threads), instead
 //    of writing the whole [M, T * C] im2col to memory and reading it back. The gather
 //    copies contiguous C-channel rows of an NHWC tensor, so it is dtype-agnostic. It runs
-//    within ~10% of a bare at::mm on a precomputed im2col.
+//    within ~10% of a bare at::mm on a precomputed im2col. A lone center tap (1x1) skips
+//    the gather: its im2col is the NHWC input, and one whole-tensor GEMM is used.
 // 2. Rectangles (k >= 5 by default): the kept taps are a few rectangles of the kernel
 //    (rows above the center, the left part of the center row), each a dense convolution of
 //    a shifted input run by oneDNN (at::conv2d / at::convolution_backward).
@@ -158,13 +160,42 @@ void conv_gemm(const at::Tensor& src, const TapOffsets& off, const at::Tensor& w
   });
 }
 
-// The rectangle path for kernels of 5 and more (measured faster at 7x7); the im2col path
-// for 1x1 and 3x3 (equal at 3x3). GM_MASKED_CONV_CPU_PATH=im2col|rects overrides it.
-bool use_rects(int64_t k) {
+// The whole active-tap im2col [M, T * C] of src (NHWC, contiguous), for the single-GEMM
+// path; a lone center tap (1x1 kernels) needs no gather at all.
+at::Tensor im2col_cpu(const at::Tensor& src, const TapOffsets& off) {
+  const Geometry g{src.size(0), src.size(1), src.size(2), src.size(3)};
+  const int64_t taps = static_cast<int64_t>(off.dy.size()), m = g.pixels();
+  if (taps == 1 && off.dy[0] == 0 && off.dx[0] == 0) return src.view({m, g.c});
+  at::Tensor cols = at::empty({m, taps * g.c}, src.options());
+  const int64_t elem = src.element_size(), row_bytes = taps * g.c * elem;
+  const char* in = static_cast<const char*>(src.const_data_ptr());
+  char* out = static_cast<char*>(cols.mutable_data_ptr());
+  const std::vector<TapRun> runs = tap_runs(off);
+  at::parallel_for(0, m, 64, [&](int64_t p0, int64_t p1) {
+    im2col_rows(in, out + p0 * row_bytes, g, runs, taps, elem, p0, p1);
+  });
+  return cols;
+}
+
+enum class Path { kRects, kChunks, kSingle };
+
+// kRects for kernels of 5 and more (measured faster at 7x7, C_in = 64) unless the input
+// has few channels, where oneDNN's convolutions of a 1-channel input ran at half the speed
+// of the active-tap im2col + GEMM (7x7 mask A, 1 -> 64 channels, 8x8, B=64). kSingle
+// (whole-tensor im2col, one multithreaded GEMM per pass, the CUDA formulation) when only
+// the center tap is kept (1x1 kernels): its im2col is the input itself, and one GEMM beat
+// the chunked path by 25% (1x1, 64 -> 32 channels, 8x8, B=64). kChunks otherwise.
+// GM_MASKED_CONV_CPU_PATH=rects|chunks|single overrides the choice.
+Path cpu_path(int64_t c_in, int64_t k, const std::vector<int64_t>& taps) {
   if (const char* env = std::getenv("GM_MASKED_CONV_CPU_PATH")) {
-    return std::string(env) == "rects";
+    const std::string path(env);
+    if (path == "rects") return Path::kRects;
+    if (path == "chunks") return Path::kChunks;
+    if (path == "single") return Path::kSingle;
   }
-  return k >= 5;
+  if (k >= 5 && c_in >= 8) return Path::kRects;
+  if (taps.size() == 1 && taps[0] == (k / 2) * k + k / 2) return Path::kSingle;
+  return Path::kChunks;
 }
 
 }  // namespace
@@ -175,15 +206,20 @@ at::Tensor masked_conv2d_forward_cpu(const at::Tensor& x, const at::Tensor& weig
                                      const std::optional<at::Tensor>& center_mask) {
   check_masked_conv2d_inputs(x, weight, bias, taps, center_mask);
   check_device_type(x, at::kCPU, "x");
-  if (x.numel() > 0 && use_rects(weight.size(2))) {
+  const int64_t k = weight.size(2);
+  const Path path = cpu_path(x.size(1), k, taps);
+  if (x.numel() > 0 && path == Path::kRects) {
     return masked_conv2d_forward_rects(x, weight, bias, taps, center_mask);
+  }
+  if (path == Path::kSingle) {
+    return masked_conv2d_forward_gemm(x, weight, bias, taps, center_mask, im2col_cpu);
   }
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3), c_out = weight.size(0);
   at::Tensor out = at::empty({n, h, w, c_out}, x.options());
   if (out.numel() > 0) {
     at::Tensor out2d = out.view({n * h * w, c_out});
-    conv_gemm(to_nhwc(x), tap_offsets(taps, weight.size(2), false),
-              pack_weight(weight, taps, center_mask), bias, out2d);
+    conv_gemm(to_nhwc(x), tap_offsets(taps, k, false), pack_weight(weight, taps, center_mask),
+              bias, out2d);
   }
   return out.permute({0, 3, 1, 2});
 }
@@ -195,7 +231,8 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
   check_masked_conv2d_inputs(x, weight, std::nullopt, taps, center_mask);
   check_masked_conv2d_grad(grad_out, x, weight);
   check_device_type(x, at::kCPU, "x");
-  if (x.numel() > 0 && use_rects(weight.size(2))) {
+  const Path path = cpu_path(x.size(1), weight.size(2), taps);
+  if (x.numel() > 0 && path == Path::kRects) {
     return masked_conv2d_backward_rects(grad_out, x, weight, taps, center_mask, need_input,
                                         need_weight);
   }
@@ -204,6 +241,10 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
   const int64_t t = static_cast<int64_t>(taps.size());
   at::Tensor grad_x = x.new_empty({0});
   at::Tensor grad_w = weight.new_empty({0});
+  if (path == Path::kSingle) {
+    return masked_conv2d_backward_gemm(grad_out, x, weight, taps, center_mask, need_input,
+                                       need_weight, im2col_cpu);
+  }
   const at::Tensor g = to_nhwc(grad_out);
   if (need_input) {
     at::Tensor gx = at::empty({n, h, w, c_in}, x.options());

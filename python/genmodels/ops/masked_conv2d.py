@@ -203,17 +203,30 @@ def _channels_last_empty(x: Tensor, c: int) -> Tensor:
     return x.new_empty((n, h, w, c)).permute(0, 3, 1, 2)
 
 
-@torch.library.custom_op("genmodels::masked_conv2d", mutates_args=())
-def _op(
-    x: Tensor, weight: Tensor, bias: Tensor | None, mask_type: str, color_groups: int, backend: str
-) -> Tensor:
+def _conv_kernel(x, weight, bias, mask_type, color_groups, backend):
     taps, cm = tap_plan(weight, mask_type, color_groups)
     if backend == "triton":
         from genkernels import masked_conv2d as kernels
 
         return kernels.forward(x, weight, bias, None, taps, cm, gated_groups=0)
-    forward = _backend.native_entry(OP, "forward", x.device)
-    return forward(x, weight, bias, taps, cm)
+    return _backend.native_entry(OP, "forward", x.device)(x, weight, bias, taps, cm)
+
+
+def _conv_backward_kernel(grad_out, x, weight, mask_type, color_groups, backend, need_x, need_w):
+    taps, cm = tap_plan(weight, mask_type, color_groups)
+    if backend == "triton":
+        from genkernels import masked_conv2d as kernels
+
+        return kernels.backward(grad_out, x, weight, taps, cm, need_x, need_w)
+    backward = _backend.native_entry(OP, "backward", x.device)
+    return backward(grad_out, x, weight, taps, cm, need_x, need_w)
+
+
+@torch.library.custom_op("genmodels::masked_conv2d", mutates_args=())
+def _op(
+    x: Tensor, weight: Tensor, bias: Tensor | None, mask_type: str, color_groups: int, backend: str
+) -> Tensor:
+    return _conv_kernel(x, weight, bias, mask_type, color_groups, backend)
 
 
 @_op.register_fake
@@ -233,13 +246,9 @@ def _backward_op(
     need_weight: bool,
 ) -> tuple[Tensor, Tensor]:
     """(grad_x, grad_weight); a needless one is an empty [0] tensor."""
-    taps, cm = tap_plan(weight, mask_type, color_groups)
-    if backend == "triton":
-        from genkernels import masked_conv2d as kernels
-
-        return kernels.backward(grad_out, x, weight, taps, cm, need_input, need_weight)
-    backward = _backend.native_entry(OP, "backward", x.device)
-    return backward(grad_out, x, weight, taps, cm, need_input, need_weight)
+    return _conv_backward_kernel(
+        grad_out, x, weight, mask_type, color_groups, backend, need_input, need_weight
+    )
 
 
 @_backward_op.register_fake
@@ -249,11 +258,11 @@ def _(grad_out, x, weight, mask_type, color_groups, backend, need_input, need_we
     return gx, gw if need_weight else weight.new_empty((0,))
 
 
-def _conv_grads(ctx, grad_out, x, weight):
+def _conv_grads(ctx, grad_out, x, weight, backward=_backward_op):
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     gx = gw = None
     if need_x or need_w:
-        gx, gw = _backward_op(
+        gx, gw = backward(
             grad_out, x, weight, ctx.mask_type, ctx.color_groups, ctx.backend, need_x, need_w
         )
     gb = grad_out.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
@@ -272,6 +281,29 @@ def _backward(ctx, grad_out):
 
 
 _op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The op's kernels and derivatives for eager calls, without the torch.library
+    dispatch and autograd wrapper, which cost ~100 us a call: more than the kernels of a
+    PixelCNN layer at 8x8. torch.compile traces the torch.library op instead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mask_type, color_groups, backend):
+        _setup_context(ctx, (x, weight, bias, mask_type, color_groups, backend), None)
+        return _conv_kernel(x, weight, bias, mask_type, color_groups, backend)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grads = _conv_grads(ctx, grad_out, x, weight, _conv_backward_kernel)
+        return (*grads, None, None, None)
+
+
+def _conv(x, weight, bias, mask_type, color_groups, backend):
+    if torch.compiler.is_compiling():
+        return _op(x, weight, bias, mask_type, color_groups, backend)
+    return _Eager.apply(x, weight, bias, mask_type, color_groups, backend)
 
 
 @torch.library.custom_op("genmodels::masked_conv2d_gated", mutates_args=())
@@ -372,7 +404,7 @@ def masked_conv2d(
     which = _backend.resolve(backend, OP, x.device)
     if which == "reference":
         return masked_conv2d_reference(x, weight, bias, mask_type, color_groups)
-    return _op(x, weight, bias, mask_type, color_groups, which)
+    return _conv(x, weight, bias, mask_type, color_groups, which)
 
 
 def masked_conv2d_gated(
@@ -420,7 +452,7 @@ def masked_conv2d_gated(
         return masked_conv2d_gated_reference(x, weight, bias, addend, mask_type, color_groups)
     if which == "triton":
         return _gated_op(x, weight, bias, addend, mask_type, color_groups, which)
-    pre = _op(x, weight, bias, mask_type, color_groups, which)
+    pre = _conv(x, weight, bias, mask_type, color_groups, which)
     if addend is not None:
         pre = pre + addend
     return gated_activation(pre, color_groups)
