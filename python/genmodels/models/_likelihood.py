@@ -11,9 +11,9 @@ from torch import Tensor
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 
 
-def to_unit(x: Tensor, levels: int) -> Tensor:
-    """Integer levels [0, levels) to floats in [-1, 1]."""
-    return x.float() * (2.0 / (levels - 1)) - 1.0
+def to_unit(x: Tensor, levels: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Integer levels [0, levels) to floats in [-1, 1] (a model passes its parameters' dtype)."""
+    return x.to(dtype) * (2.0 / (levels - 1)) - 1.0
 
 
 def output_channels(likelihood: str, channels: int, levels: int) -> int:

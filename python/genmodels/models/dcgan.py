@@ -123,7 +123,7 @@ class DCGAN(nn.Module):
 
     def to_unit(self, x: Tensor) -> Tensor:
         """Integer-level images to the [-1, 1] floats the critic sees."""
-        return to_unit(x, self.levels)
+        return to_unit(x, self.levels, self.discriminator.score.weight.dtype)
 
     def to_levels(self, images: Tensor) -> Tensor:
         return torch.round((images.float().clamp(-1, 1) + 1) * (self.levels - 1) / 2).long()

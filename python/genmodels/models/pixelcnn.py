@@ -113,7 +113,7 @@ class PixelCNN(_Autoregressive):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         self._check_x(x, y)
-        h = self.input(to_unit(x, self.levels))
+        h = self.input(to_unit(x, self.levels, self.input.weight.dtype))
         if self.class_bias is not None:
             h = h + self.class_bias(y)[:, :, None, None]
         for block in self.blocks:
@@ -154,7 +154,7 @@ class GatedPixelCNN(_Autoregressive):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         self._check_x(x, y)
-        v = h = to_unit(x, self.levels)
+        v = h = to_unit(x, self.levels, self.output[1].weight.dtype)
         skips = 0
         for layer in self.layers:
             v, h, skip = layer(v, h, y)

@@ -87,7 +87,8 @@ class VAE(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance [B, latent_dim] of integer-level images."""
-        stats = self.to_posterior(self.encoder(_likelihood.to_unit(x, self.levels)))
+        x = _likelihood.to_unit(x, self.levels, self.to_posterior.weight.dtype)
+        stats = self.to_posterior(self.encoder(x))
         mu, logvar = stats.chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 

@@ -1,0 +1,142 @@
+"""One training step of each model with genmodels kernels against the same architecture
+written with plain PyTorch layers (benchmarks/plain_models.py).
+
+Providers:
+  genmodels  the genmodels model as `genmodels train` builds it (default sizes, digits 8x8)
+  recipe     its plain twin: the `weight * mask` convolution and an eager gate (PixelCNN,
+             Gated PixelCNN), the eager reparameterization and KL (VAE), the canonical
+             WGAN-GP penalty (DCGAN)
+A step is forward, loss, backward and the Adam update on a batch of 64; for the DCGAN it
+is one WGAN-GP iteration: 5 critic steps (each drawing fakes from the generator) and one
+generator step. Same weights and data for both providers.
+
+    pytest benchmarks/bench_models.py --benchmark-json=benchmarks/results/<name>.json
+    python benchmarks/bench_models.py [ROUNDS]   # round-robin medians, robust on a busy machine
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import DEVICE, synchronize  # noqa: E402
+from plain_models import plain_twin  # noqa: E402
+
+from genmodels.gan import gradient_penalty  # noqa: E402
+from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses  # noqa: E402
+
+BATCH = 64
+N_CRITIC = 5
+MODELS = ("pixelcnn", "gated-pixelcnn", "vae", "dcgan")
+PROVIDERS = ("genmodels", "recipe")
+
+
+def canonical_penalty(D, real, fake, weight: float = 10.0):
+    """The WGAN-GP penalty as Gulrajani et al.'s code and most PyTorch GANs write it."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grads,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    return weight * ((grads.view(grads.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def _adam(params):
+    return torch.optim.Adam(params, lr=1e-4)
+
+
+def _update(loss, optimizer):
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _levels(n: int) -> torch.Tensor:
+    return torch.randint(0, 17, (n, 1, 8, 8), device=DEVICE)
+
+
+def make_step(name: str, provider: str, seed: int = 0):
+    """A closure running one training step of `name` with `provider`'s layers."""
+    torch.manual_seed(seed)
+    x = _levels(BATCH)
+    if name == "dcgan":
+        model = DCGAN().to(DEVICE)
+        return _gan_step(model, x, provider)
+    model = {"pixelcnn": PixelCNN, "gated-pixelcnn": GatedPixelCNN, "vae": VAE}[name]()
+    model = model.to(DEVICE)
+    if provider == "recipe":
+        model = plain_twin(model)
+    optimizer = _adam(model.parameters())
+    if name == "vae":
+
+        def step():
+            _, log_px, kl = model(x)
+            _update((kl - log_px).mean(), optimizer)
+
+    else:
+
+        def step():
+            _update(F.cross_entropy(model(x), x), optimizer)
+
+    return step
+
+
+def _gan_step(model: DCGAN, x, provider: str):
+    G, D = model.generator, model.discriminator
+    opt_g, opt_d = _adam(G.parameters()), _adam(D.parameters())
+    real = model.to_unit(x)
+    penalty = canonical_penalty if provider == "recipe" else gradient_penalty
+
+    def step():
+        for _ in range(N_CRITIC):
+            with torch.no_grad():
+                fake = G(model.latents(BATCH))
+            loss = gan_losses.critic_loss("wgan-gp", D(real), D(fake))
+            _update(loss + penalty(D, real, fake), opt_d)
+        _update(gan_losses.generator_loss("wgan-gp", D(G(model.latents(BATCH)))), opt_g)
+
+    return step
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("name", MODELS)
+def test_training_step(benchmark, name, provider):
+    step = make_step(name, provider)
+
+    def run():
+        step()
+        synchronize()
+
+    benchmark.group = f"{name} training step, digits 8x8, B={BATCH}"
+    benchmark.extra_info.update(provider=provider, model=name, batch=BATCH)
+    benchmark.pedantic(run, rounds=15, warmup_rounds=3, iterations=1)
+
+
+def interleaved(rounds: int = 30) -> list[tuple[str, float, float]]:
+    """(model, genmodels median, recipe median) in seconds, timed round-robin."""
+    out = []
+    for name in MODELS:
+        steps = {p: make_step(name, p) for p in PROVIDERS}
+        times: dict[str, list[float]] = {p: [] for p in PROVIDERS}
+        for i in range(rounds + 3):
+            for p, step in steps.items():
+                start = time.perf_counter()
+                step()
+                synchronize()
+                if i >= 3:
+                    times[p].append(time.perf_counter() - start)
+        out.append((name, *(statistics.median(times[p]) for p in PROVIDERS)))
+    return out
+
+
+if __name__ == "__main__":
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    print(f"device {DEVICE}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print("| model | genmodels | plain PyTorch | speed-up |\n|---|---:|---:|---:|")
+    for name, ours, plain in interleaved(rounds):
+        print(f"| {name} | {ours * 1e3:.2f} ms | {plain * 1e3:.2f} ms | {plain / ours:.2f}x |")
