@@ -131,8 +131,9 @@ def test_empty(device, backend, shape):
 
 
 @pytest.mark.parametrize("backend", [*kernel_backends(), "reference"])
-@pytest.mark.parametrize("one_sided", [False, True])
-def test_gradcheck_and_gradgradcheck(backend, one_sided):
+@pytest.mark.parametrize("one_sided,reduction", [(False, "none"), (True, "none"), (False, "mean"),
+                                                 (True, "sum")])  # fmt: skip
+def test_gradcheck_and_gradgradcheck(backend, one_sided, reduction):
     torch.manual_seed(3)
     # norms spread around the target, none at 0 (the norm has a kink there)
     x = (
@@ -143,7 +144,7 @@ def test_gradcheck_and_gradgradcheck(backend, one_sided):
 
     def fn(t):
         return gradient_penalty(
-            t, target=0.8, one_sided=one_sided, reduction="none", backend=backend
+            t, target=0.8, one_sided=one_sided, reduction=reduction, backend=backend
         )
 
     assert torch.autograd.gradcheck(fn, (x,))
