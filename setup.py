@@ -38,7 +38,11 @@ def _sources(pattern: str) -> list[str]:
 
 def _extension():
     with_cuda = _with_cuda()
-    sources = _sources("csrc/bindings.cpp") + _sources("csrc/*/*_cpu.cpp")
+    sources = (
+        _sources("csrc/bindings.cpp")
+        + _sources("csrc/*/*_cpu.cpp")
+        + _sources("csrc/*/*_autograd.cpp")
+    )
     # Without errno and trap semantics GCC vectorizes sqrt and if-converts the selects in
     # the kernels' loops; torch itself is built with both flags.
     cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden"]

@@ -15,6 +15,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.def("masked_conv2d_forward_cpu", &gm::masked_conv2d_forward_cpu);
   m.def("masked_conv2d_backward_cpu", &gm::masked_conv2d_backward_cpu);
+  m.def("masked_conv2d_autograd", &gm::masked_conv2d_autograd);
   m.def("reparameterize_kl_forward_cpu", &gm::reparameterize_kl_forward_cpu);
   m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
   m.def("gradient_penalty_forward_cpu", &gm::gradient_penalty_forward_cpu);

@@ -62,9 +62,10 @@ def _torch_cuda_headers():
     return False
 
 
-GLUE = sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*_cuda.cpp"))) + [
-    os.path.join(ROOT, "csrc", "bindings.cpp")
-]
+GLUE = sorted(
+    glob.glob(os.path.join(ROOT, "csrc", "*", "*_cuda.cpp"))
+    + glob.glob(os.path.join(ROOT, "csrc", "*", "*_autograd.cpp"))
+) + [os.path.join(ROOT, "csrc", "bindings.cpp")]
 
 
 @pytest.mark.skipif(CUDA_INCLUDE is None, reason="no CUDA toolkit headers found")

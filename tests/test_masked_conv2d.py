@@ -453,18 +453,54 @@ def test_torch_compile_fused_gated(backend):
 
 
 @pytest.mark.parametrize("backend", NATIVE)
-@pytest.mark.parametrize("path", ["chunks", "single", "rects"])
+@pytest.mark.parametrize("path", ["chunks", "single", "rects", "rects-exact", "rects-box"])
 @pytest.mark.parametrize(
     "k,mask_type,groups", [(3, "A", 3), (5, "B", 1), (7, "HA", 3), (5, "VB", 1), (1, "B", 3)]
 )
 def test_native_cpu_paths(backend, path, k, mask_type, groups, monkeypatch):
     """Every CPU formulation (active-tap im2col + GEMM in cache-sized chunks, the same as
-    one whole-tensor GEMM, rectangles of kept taps run as dense convolutions) whichever one
-    the size picks by default."""
+    one whole-tensor GEMM, rectangles of kept taps run as dense convolutions: the exact
+    rectangles, or their bounding box with the masked taps zeroed) whichever one the size
+    and dtype pick by default."""
+    path, _, cover = path.partition("-")
     monkeypatch.setenv("GM_MASKED_CONV_CPU_PATH", path)
+    if cover:
+        monkeypatch.setenv("GM_MASKED_CONV_COVER", cover)
     x, w, b = _inputs(3, 6, 9, 5, 6, k, torch.float64)
     _check_against_reference(
         backend, x.contiguous(memory_format=torch.channels_last), w, b, mask_type, groups
     )
     x, w, b = _inputs(2, 6, 9, 4, 3, k, torch.bfloat16)
     _check_against_reference(backend, x, w, b, mask_type, groups)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("need", ["x", "weight", "bias", "weight,bias"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_gradients_of_some_inputs(backend, need, with_bias, groups):
+    """Only the inputs that require grad get one, and it equals the reference's (the
+    native backend's eager path is a C++ autograd node that counts its tensor inputs)."""
+    if "bias" in need and not with_bias:
+        pytest.skip("no bias to differentiate")
+    x, w, b = _inputs(2, 6, 9, 4, 5, 3, torch.float64, bias=with_bias)
+    wanted = set(need.split(","))
+    leaves = {"x": x, "weight": w, "bias": b}
+    for name, t in leaves.items():
+        if t is not None:
+            t.requires_grad_(name in wanted)
+    y = masked_conv2d(x, w, b, mask_type="A", color_groups=groups, backend=backend)
+    ref = masked_conv2d_reference(*(t.detach() if t is not None else None for t in (x, w, b)),
+                                  "A", groups)  # fmt: skip
+    torch.testing.assert_close(y.detach(), ref)
+    got = torch.autograd.grad(y.pow(2).sum(), [leaves[n] for n in sorted(wanted)])
+    ref_leaves = {n: (t.detach().requires_grad_(n in wanted) if t is not None else None)
+                  for n, t in leaves.items()}  # fmt: skip
+    ref = masked_conv2d_reference(ref_leaves["x"], ref_leaves["weight"], ref_leaves["bias"],
+                                  "A", groups)  # fmt: skip
+    want = torch.autograd.grad(ref.pow(2).sum(), [ref_leaves[n] for n in sorted(wanted)])
+    for g, r in zip(got, want, strict=True):
+        torch.testing.assert_close(g, r)
+    for name, t in leaves.items():
+        if t is not None and name not in wanted:
+            assert t.grad is None

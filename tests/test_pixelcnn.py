@@ -53,6 +53,45 @@ def test_autoregressive_in_raster_and_colour_order(model_class, channels):
 
 
 @pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_rows_above_need_no_rows_below(model_class, channels):
+    # What sample() relies on: the network run on the image cut below row i gives the same
+    # outputs for rows <= i as on the whole image.
+    torch.manual_seed(0)
+    model = model_class(in_channels=channels, image_size=6, levels=5, hidden_channels=12,
+                        num_layers=3).eval()  # fmt: skip
+    x = images(2, channels, 6, 5)
+    full = model._net(x, None)
+    for i in range(6):
+        torch.testing.assert_close(model._net(x[:, :, : i + 1], None), full[:, :, : i + 1])
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_dropout_keeps_the_order(model_class):
+    # In training mode, with the same dropout draw for both inputs: changing a pixel changes
+    # no logit at or before it in raster order.
+    torch.manual_seed(0)
+    size, levels = 5, 4
+    model = model_class(image_size=size, levels=levels, hidden_channels=12, num_layers=3,
+                        dropout=0.5).train()  # fmt: skip
+    base = images(1, 1, size, levels)
+    changed = base.clone()
+    changed[0, 0, 2, 3] = (changed[0, 0, 2, 3] + 1) % levels
+    torch.manual_seed(1)
+    a = model(base)[0, :, 0].flatten(1)
+    torch.manual_seed(1)
+    b = model(changed)[0, :, 0].flatten(1)
+    same = (a == b).all(0)
+    assert same[: 2 * size + 3 + 1].all()  # positions up to and including (2, 3)
+    assert not same.all()  # the dropout masks did not zero everything after it
+    torch.manual_seed(2)
+    first = model(base)
+    assert not torch.equal(first, model(base))  # dropout is active in training mode
+    model.eval()
+    assert torch.equal(model(base), model(base))
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
 def test_sample_and_conditioning(model_class):
     torch.manual_seed(0)
     model = model_class(image_size=4, levels=5, hidden_channels=8, num_layers=2, num_classes=3)
@@ -87,6 +126,8 @@ def test_training_reduces_the_loss(model_class):
         (dict(hidden_channels=0), "hidden_channels"),
         (dict(num_layers=0), "num_layers"),
         (dict(in_channels=3, hidden_channels=10), "divisible by 6"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(dropout=-0.1), "dropout"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -46,6 +46,21 @@ def test_resume_continues_exactly(tmp_path):
     assert straight["test_elbo_bpd"] == resumed["test_elbo_bpd"]
 
 
+def test_pixelcnn_learning_rate_schedule_resumes_exactly(tmp_path):
+    tiny = {"hidden_channels": 6, "num_layers": 1}
+    kw = dict(model="pixelcnn", model_kwargs=tiny, lr=1e-2)
+    train(config(tmp_path, "straight", epochs=3, **kw))
+    train(config(tmp_path, "interrupted", epochs=1, **kw))
+    train(config(tmp_path, "interrupted", epochs=3, resume=str(tmp_path / "interrupted"), **kw))
+    a = load_checkpoint(str(tmp_path / "straight" / "checkpoint.pt"))
+    b = load_checkpoint(str(tmp_path / "interrupted" / "checkpoint.pt"))
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    lrs = [row["lr"] for row in a["log"]]
+    assert lrs == [row["lr"] for row in b["log"]]
+    assert lrs[0] == 1e-2 and lrs[0] > lrs[1] > lrs[2] > 0  # cosine decay over the 3 epochs
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint({"epoch": 1, "w": torch.ones(3)}, str(path))

@@ -26,6 +26,13 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
     const std::vector<int64_t>& taps, const std::optional<at::Tensor>& center_mask,
     bool need_input, bool need_weight);
 
+// forward with a C++ autograd node whose backward calls the backward above (CPU or CUDA
+// by x's device): the eager path, without a Python autograd.Function.
+at::Tensor masked_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias,
+                                  const std::vector<int64_t>& taps,
+                                  const std::optional<at::Tensor>& center_mask);
+
 #ifdef WITH_CUDA
 at::Tensor masked_conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& weight,
                                       const std::optional<at::Tensor>& bias,

@@ -7,9 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genmodels.models._args import check_levels, check_positive
+from genmodels.models._args import check_levels, check_positive, check_probability
 from genmodels.models._likelihood import to_unit
 from genmodels.nn import GatedPixelCNNLayer, MaskedConv2d
+
+
+def _dropout(p: float) -> nn.Module:
+    # Per-element dropout never mixes positions, so the blocks stay causal.
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class _Autoregressive(nn.Module):
@@ -50,6 +55,14 @@ class _Autoregressive(nn.Module):
         if self.num_classes is not None and y is None:
             raise ValueError("this model is class-conditional: pass the labels y")
 
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        self._check_x(x, y)
+        return self._logits(self._net(x, y))
+
+    def _net(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The output layer's [B, C * levels, H', W'] for images of any height H'."""
+        raise NotImplementedError
+
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x) in nats per image [B]."""
         logits = self(x, y)
@@ -65,9 +78,13 @@ class _Autoregressive(nn.Module):
             n, self.in_channels, self.image_size, self.image_size, dtype=torch.long, device=device
         )
         for i in range(self.image_size):
+            # Every layer only looks up or left, so row i's logits depend on rows <= i alone:
+            # the network runs on the image cut below row i (about half the work overall).
+            rows = x[:, :, : i + 1]
             for j in range(self.image_size):
                 for c in range(self.in_channels):
-                    probs = self(x, y)[:, :, c, i, j].float().softmax(dim=1)
+                    logits = self._logits(self._net(rows, y))[:, :, c, i, j]
+                    probs = logits.float().softmax(dim=1)
                     x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         return x
 
@@ -86,9 +103,11 @@ class PixelCNN(_Autoregressive):
         hidden_channels: int = 64,
         num_layers: int = 5,
         num_classes: int | None = None,
+        dropout: float = 0.0,
         backend: str = "auto",
     ):
         super().__init__(in_channels, image_size, levels, hidden_channels, num_layers, num_classes)
+        check_probability(dropout=dropout)
         h, g = hidden_channels, self.color_groups
         conv = dict(color_groups=g, backend=backend)
         self.input = MaskedConv2d(in_channels, h, 7, "A", **conv)
@@ -99,6 +118,7 @@ class PixelCNN(_Autoregressive):
                 nn.ReLU(),
                 MaskedConv2d(h // 2, h // 2, 3, "B", **conv),
                 nn.ReLU(),
+                _dropout(dropout),
                 MaskedConv2d(h // 2, h, 1, "B", **conv),
             )
             for _ in range(num_layers)
@@ -111,14 +131,13 @@ class PixelCNN(_Autoregressive):
         )
         self.class_bias = nn.Embedding(num_classes, h) if num_classes else None
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        self._check_x(x, y)
+    def _net(self, x: Tensor, y: Tensor | None) -> Tensor:
         h = self.input(to_unit(x, self.levels, self.input.weight.dtype))
         if self.class_bias is not None:
             h = h + self.class_bias(y)[:, :, None, None]
         for block in self.blocks:
             h = h + block(h)
-        return self._logits(self.output(h))
+        return self.output(h)
 
 
 class GatedPixelCNN(_Autoregressive):
@@ -135,11 +154,13 @@ class GatedPixelCNN(_Autoregressive):
         num_layers: int = 6,
         num_classes: int | None = None,
         kernel_size: int = 3,
+        dropout: float = 0.0,
         backend: str = "auto",
     ):
         super().__init__(in_channels, image_size, levels, hidden_channels, num_layers, num_classes)
+        check_probability(dropout=dropout)
         h, g = hidden_channels, self.color_groups
-        layer = dict(color_groups=g, num_classes=num_classes, backend=backend)
+        layer = dict(color_groups=g, num_classes=num_classes, dropout=dropout, backend=backend)
         self.layers = nn.ModuleList(
             [GatedPixelCNNLayer(in_channels, h, 7, first=True, **layer)]
             + [GatedPixelCNNLayer(h, h, kernel_size, **layer) for _ in range(num_layers - 1)]
@@ -152,11 +173,10 @@ class GatedPixelCNN(_Autoregressive):
             MaskedConv2d(h, in_channels * levels, 1, "B", **conv),
         )
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        self._check_x(x, y)
+    def _net(self, x: Tensor, y: Tensor | None) -> Tensor:
         v = h = to_unit(x, self.levels, self.output[1].weight.dtype)
         skips = 0
         for layer in self.layers:
             v, h, skip = layer(v, h, y)
             skips = skips + skip
-        return self._logits(self.output(skips))
+        return self.output(skips)

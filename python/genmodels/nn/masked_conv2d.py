@@ -82,8 +82,8 @@ class GatedPixelCNNLayer(nn.Module):
       v_pre = conv_V(v) + cond_v(y)                   (k x k, taps "VA" first / "VB" after)
       v     = tanh(v_pre_a) * sigmoid(v_pre_b)
       h_g   = gate(conv_H(h) + 1x1(v_pre) + cond_h(y)) (taps "HA" first / "HB" after; fused)
-      skip  = 1x1(h_g)
-      h     = h + 1x1(h_g)                            (residual; the first layer has none)
+      skip  = 1x1(dropout(h_g))
+      h     = h + 1x1(dropout(h_g))                   (residual; the first layer has none)
     The vertical stack only ever sees rows strictly above the pixel (VA excludes the
     current row, VB only mixes rows of features that already exclude it), so feeding
     v_pre into the horizontal stack needs no down-shift. The horizontal stack sees the
@@ -104,10 +104,12 @@ class GatedPixelCNNLayer(nn.Module):
         color_groups: int = 1,
         num_classes: int | None = None,
         residual: bool = True,
+        dropout: float = 0.0,
         backend: str = "auto",
     ):
         super().__init__()
         k = _square_kernel(kernel_size)
+        _checks.check_probability(dropout, "dropout")
         _checks.check_positive_int(channels, "channels")
         check_color_groups(color_groups, in_channels=in_channels, channels=channels)
         self.first, self.color_groups, self.backend = first, color_groups, backend
@@ -119,6 +121,8 @@ class GatedPixelCNNLayer(nn.Module):
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.h_out = MaskedConv2d(channels, channels, 1, "B", **conv)
         self.skip = MaskedConv2d(channels, channels, 1, "B", **conv)
+        # Per-element dropout keeps the causal structure (it never mixes positions).
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.cond_v = self.cond_h = None
         if num_classes is not None:
             _checks.check_positive_int(num_classes, "num_classes")
@@ -155,6 +159,7 @@ class GatedPixelCNNLayer(nn.Module):
             color_groups=self.color_groups,
             backend=self.backend,
         )
+        h_gated = self.dropout(h_gated)
         skip = self.skip(h_gated)
         h_new = self.h_out(h_gated)
         if self.residual:

@@ -84,3 +84,10 @@ def dense_rows(t: torch.Tensor) -> torch.Tensor:
     if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
         return t
     return t.contiguous()
+
+
+def check_probability(value: object, name: str) -> float:
+    """A number in [0, 1) (a dropout rate)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)

@@ -303,6 +303,10 @@ class _Eager(torch.autograd.Function):
 def _conv(x, weight, bias, mask_type, color_groups, backend):
     if torch.compiler.is_compiling():
         return _op(x, weight, bias, mask_type, color_groups, backend)
+    if backend == "native":
+        # The extension's own autograd node: no Python in the backward pass.
+        taps, cm = tap_plan(weight, mask_type, color_groups)
+        return _backend._C.masked_conv2d_autograd(x, weight, bias, taps, cm)
     return _Eager.apply(x, weight, bias, mask_type, color_groups, backend)
 
 

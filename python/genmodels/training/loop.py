@@ -121,7 +121,8 @@ def train(cfg: TrainConfig) -> dict:
     task = TASKS[cfg.model](splits, dict(cfg.model_kwargs), loss=cfg.loss)
     model = task.build_model().to(device)
     epochs = cfg.epochs or task.default_epochs
-    optimizers = task.optimizers(model, cfg.lr or task.default_lr)
+    base_lr = cfg.lr or task.default_lr
+    optimizers = task.optimizers(model, base_lr)
     use_scaler = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     state = {"epoch": 0, "best_metric": math.inf, "best_epoch": 0, "best_model": None,
@@ -152,6 +153,11 @@ def train(cfg: TrainConfig) -> dict:
     for epoch in range(state["epoch"], epochs):
         start = time.perf_counter()
         model.train()
+        # A function of the epoch alone, so a resumed run follows the same schedule.
+        lr = task.learning_rate(base_lr, epoch, epochs)
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
         order = torch.randperm(
             len(train_data), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         )
@@ -192,6 +198,7 @@ def train(cfg: TrainConfig) -> dict:
             row = {
                 "epoch": epoch + 1,
                 "train_loss": float(np.mean(losses)),
+                "lr": lr,
                 task.selection_metric: metric,
                 "seconds": round(state["seconds"], 3),
             }

@@ -62,6 +62,10 @@ class Task:
     def optimizers(self, model: nn.Module, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {"model": torch.optim.Adam(model.parameters(), lr=lr)}
 
+    def learning_rate(self, base: float, epoch: int, epochs: int) -> float:
+        """The learning rate of epoch `epoch` (0-based) of `epochs`: constant by default."""
+        return base
+
     def train_step(self, net, model, x, y, optimizers, scaler, amp: bool) -> dict[str, float]:
         raise NotImplementedError
 
@@ -133,6 +137,10 @@ class PixelCNNTask(Task):
 
     def _labels(self, model, y):
         return y if model.num_classes is not None else None
+
+    def learning_rate(self, base, epoch, epochs):
+        # Cosine decay to zero over the run.
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
     def train_step(self, net, model, x, y, optimizers, scaler, amp):
         with autocast(x.device, amp):
