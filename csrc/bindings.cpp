@@ -16,6 +16,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("masked_conv2d_forward_cpu", &gm::masked_conv2d_forward_cpu);
   m.def("masked_conv2d_backward_cpu", &gm::masked_conv2d_backward_cpu);
   m.def("masked_conv2d_autograd", &gm::masked_conv2d_autograd);
+  m.def("gated_activation_forward_cpu", &gm::gated_activation_forward_cpu);
+  m.def("gated_activation_backward_cpu", &gm::gated_activation_backward_cpu);
+  m.def("gated_activation_autograd", &gm::gated_activation_autograd);
   m.def("reparameterize_kl_forward_cpu", &gm::reparameterize_kl_forward_cpu);
   m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
   m.def("gradient_penalty_forward_cpu", &gm::gradient_penalty_forward_cpu);

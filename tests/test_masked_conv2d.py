@@ -5,9 +5,10 @@ import torch
 from conftest import FLOAT_DTYPES, kernel_backends, noncontiguous
 
 from genmodels import _backend
-from genmodels.ops import make_mask, masked_conv2d, masked_conv2d_gated
+from genmodels.ops import gate, make_mask, masked_conv2d, masked_conv2d_gated
 from genmodels.ops.masked_conv2d import (
     MASK_TYPES,
+    gated_activation,
     masked_conv2d_gated_reference,
     masked_conv2d_reference,
 )
@@ -504,3 +505,47 @@ def test_gradients_of_some_inputs(backend, need, with_bias, groups):
     for name, t in leaves.items():
         if t is not None and name not in wanted:
             assert t.grad is None
+
+
+# --- the Gated PixelCNN activation ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "noncontiguous"])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_gate_against_reference(backend, dtype, layout, groups):
+    g = torch.Generator().manual_seed(0)
+    # pre-activations over tanh's and the sigmoid's whole range, both polynomial branches
+    pre = (torch.randn(3, 6 * groups, 5, 7, generator=g) * 4).to(dtype)
+    pre = {"contiguous": pre, "channels_last": pre.contiguous(memory_format=torch.channels_last),
+           "noncontiguous": noncontiguous(pre)}[layout]  # fmt: skip
+    pre.requires_grad_(True)
+    ref_pre = pre.detach().double().requires_grad_(True)
+    out = gate(pre, groups, backend=backend)
+    ref = gated_activation(ref_pre, groups)
+    assert out.dtype == dtype and out.shape == ref.shape
+    tol = _tol(dtype)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    grad = torch.randn(ref.shape, generator=g)
+    out.backward(grad.to(dtype))
+    ref.backward(grad.double())
+    torch.testing.assert_close(pre.grad.double(), ref_pre.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_gate_gradcheck_and_edges(backend):
+    pre = torch.randn(2, 12, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: gate(t, 3, backend=backend), (pre,))
+    extreme = torch.tensor([-1e4, -30.0, -1e-7, 0.0, 1e-7, 30.0, 1e4]).view(1, 1, 1, 7)
+    pairs = torch.cat([extreme, extreme.flip(-1)], dim=1)  # a and b over the same range
+    torch.testing.assert_close(gate(pairs, backend=backend), gated_activation(pairs))
+    empty = gate(torch.randn(0, 4, 3, 3), backend=backend)
+    assert empty.shape == (0, 2, 3, 3)
+
+
+def test_gate_bad_input():
+    with pytest.raises(RuntimeError, match="pre must be"):
+        gate(torch.randn(2, 6, 3, 3), 2)
+    with pytest.raises(RuntimeError, match="pre must be float16"):
+        gate(torch.ones(2, 4, 3, 3, dtype=torch.long))

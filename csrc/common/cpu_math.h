@@ -1,5 +1,5 @@
 #pragma once
-// Branch-free float log, exp and sin/cos (Cephes polynomials) that GCC vectorizes
+// Branch-free float log, exp, sin/cos, tanh and sigmoid (Cephes polynomials) that GCC vectorizes
 // inside the CPU kernels' loops; libm calls would keep those loops scalar. Accurate to a
 // few ulp on the ranges used, which is within the tolerance the backends are tested to.
 #include <cmath>
@@ -96,6 +96,23 @@ inline void sincos_turns(float t, float& s, float& c) {
   s = (quadrant >= 2) ? -s0 : s0;
   c = (((quadrant + 1) & 2) != 0) ? -c0 : c0;  // quadrants 1 and 2
 }
+
+// tanh(x) for any float (Cephes tanhf): a polynomial below |x| = 0.625, where
+// 1 - 2 / (exp(2x) + 1) would cancel, that expression above it.
+inline float tanh_any(float x) {
+  const float z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const float small = x + x * z * p;
+  const float large = 1.0f - 2.0f / (exp_any(2.0f * x) + 1.0f);
+  return (x < 0.625f && x > -0.625f) ? small : large;
+}
+
+// 1 / (1 + exp(-x)) for any float.
+inline float sigmoid_any(float x) { return 1.0f / (1.0f + exp_any(-x)); }
 
 }  // namespace cpu_math
 }  // namespace genmodels

@@ -26,6 +26,15 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
     const std::vector<int64_t>& taps, const std::optional<at::Tensor>& center_mask,
     bool need_input, bool need_weight);
 
+// The Gated PixelCNN activation of genmodels.ops.masked_conv2d_gated on CPU: pre
+// [N, 2C, H, W] -> [N, C, H, W] (channels_last), and its input gradient.
+at::Tensor gated_activation_forward_cpu(const at::Tensor& pre, int64_t groups);
+at::Tensor gated_activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& pre,
+                                         int64_t groups);
+
+// The same with a C++ autograd node (CPU tensors).
+at::Tensor gated_activation_autograd(const at::Tensor& pre, int64_t groups);
+
 // forward with a C++ autograd node whose backward calls the backward above (CPU or CUDA
 // by x's device): the eager path, without a Python autograd.Function.
 at::Tensor masked_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight,

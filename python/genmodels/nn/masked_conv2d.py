@@ -9,7 +9,7 @@ from genmodels.ops.masked_conv2d import (
     check_color_groups,
     check_kernel_size,
     check_mask_type,
-    gated_activation,
+    gate,
     masked_conv2d,
     masked_conv2d_gated,
 )
@@ -145,7 +145,7 @@ class GatedPixelCNNLayer(nn.Module):
         cond_v = self._cond(self.cond_v, y)
         if cond_v is not None:
             v_pre = v_pre + cond_v
-        v_new = gated_activation(v_pre, self.color_groups)
+        v_new = gate(v_pre, self.color_groups, backend=self.backend)
         addend = self.v_to_h(v_pre)
         cond_h = self._cond(self.cond_h, y)
         if cond_h is not None:

@@ -1,10 +1,11 @@
 """Autograd-aware operators with native, Triton and reference backends."""
 
 from genmodels.ops.gradient_penalty import gradient_penalty
-from genmodels.ops.masked_conv2d import make_mask, masked_conv2d, masked_conv2d_gated
+from genmodels.ops.masked_conv2d import gate, make_mask, masked_conv2d, masked_conv2d_gated
 from genmodels.ops.reparameterize_kl import reparameterize_kl
 
 __all__ = [
+    "gate",
     "gradient_penalty",
     "make_mask",
     "masked_conv2d",

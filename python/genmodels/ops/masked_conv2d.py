@@ -188,6 +188,23 @@ def gated_activation(pre: Tensor, color_groups: int = 1) -> Tensor:
     return out.reshape(n, c2 // 2, h, w)
 
 
+def gate(pre: Tensor, color_groups: int = 1, *, backend: str = "auto") -> Tensor:
+    """`gated_activation` with a backend choice: on CPU tensors the native backend runs it
+    as one fused pass forward and one backward (a C++ autograd node); elsewhere, and
+    under torch.compile (which fuses the composition itself), it is the composition."""
+    _checks.check_floating(pre, "pre")
+    check_color_groups(color_groups)
+    if pre.dim() != 4 or pre.shape[1] % (2 * color_groups):
+        raise RuntimeError(
+            f"pre must be [N, 2 * C, H, W] with 2 * C divisible by 2 * color_groups "
+            f"({2 * color_groups}), got shape {list(pre.shape)}"
+        )
+    if pre.device.type == "cpu" and not torch.compiler.is_compiling():
+        if _backend.resolve(backend, OP, pre.device) == "native":
+            return _backend._C.gated_activation_autograd(pre, color_groups)
+    return gated_activation(pre, color_groups)
+
+
 def masked_conv2d_gated_reference(x, weight, bias, addend, mask_type="B", color_groups=1):
     pre = masked_conv2d_reference(x, weight, bias, mask_type, color_groups).to(_acc(x.dtype))
     if addend is not None:
@@ -459,4 +476,4 @@ def masked_conv2d_gated(
     pre = _conv(x, weight, bias, mask_type, color_groups, which)
     if addend is not None:
         pre = pre + addend
-    return gated_activation(pre, color_groups)
+    return gate(pre, color_groups, backend=which)
