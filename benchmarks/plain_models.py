@@ -53,6 +53,7 @@ class RecipeGatedLayer(nn.Module):
         self.h_out = RecipeMaskedConv2d(layer.h_out)
         self.skip = RecipeMaskedConv2d(layer.skip)
         self.cond_v, self.cond_h = copy.deepcopy(layer.cond_v), copy.deepcopy(layer.cond_h)
+        self.dropout = copy.deepcopy(layer.dropout)
 
     def forward(self, v: Tensor, h: Tensor, y: Tensor | None = None):
         v_pre = self.conv_v(v)
@@ -61,7 +62,7 @@ class RecipeGatedLayer(nn.Module):
         h_pre = self.conv_h(h) + self.v_to_h(v_pre)
         if self.cond_h is not None:
             h_pre = h_pre + self.cond_h(y)[:, :, None, None]
-        h_gated = gated_activation(h_pre, self.color_groups)
+        h_gated = self.dropout(gated_activation(h_pre, self.color_groups))
         h_new = self.h_out(h_gated)
         if self.residual:
             h_new = h_new + h

@@ -28,6 +28,7 @@ def _levels(n, c=1, size=8, levels=17):
         lambda: PixelCNN(in_channels=3, hidden_channels=24, num_layers=1, image_size=5),
         lambda: GatedPixelCNN(hidden_channels=16, num_layers=3),
         lambda: GatedPixelCNN(hidden_channels=16, num_layers=2, num_classes=10),
+        lambda: PixelCNN(hidden_channels=16, num_layers=2, dropout=0.5),
     ],
 )
 def test_autoregressive_twin_matches(model):
@@ -38,6 +39,12 @@ def test_autoregressive_twin_matches(model):
     assert any(isinstance(m, RecipeMaskedConv2d) for m in twin.modules())
     x = _levels(3, model.in_channels, model.image_size)
     y = torch.tensor([1, 4, 7]) if model.num_classes else None
+    # Dropout draws its mask in memory order, and the kernels' outputs are channels_last:
+    # compare with dropout off, and check that the twin drops the same features.
+    dropouts = [(type(m), m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [(type(m), m.p) for m in twin.modules() if isinstance(m, torch.nn.Dropout)]
+    model.eval()
+    twin.eval()
     out, out_twin = model(x, y), twin(x, y)
     torch.testing.assert_close(out_twin, out)
     F.cross_entropy(out, x).backward()

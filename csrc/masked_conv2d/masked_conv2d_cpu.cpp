@@ -1,7 +1,7 @@
 // CPU kernels of masked_conv2d. Two formulations, both computing only the kept taps
 // (cpu_path below picks one):
 //
-// 1. Active-tap im2col + GEMM (k <= 3 by default): only the kept taps are gathered, so the
+// 1. Active-tap im2col + GEMM (float16 and float64): only the kept taps are gathered, so the
 //    GEMM after it (at::mm, the formulation of masked_conv2d_checks.h) does no work on
 //    masked taps. The pixels are cut into chunks of up to 256 rows whose im2col block
 //    stays in cache: each thread gathers a chunk and multiplies it right away with a
@@ -10,11 +10,12 @@
 //    copies contiguous C-channel rows of an NHWC tensor, so it is dtype-agnostic. It runs
 //    within ~10% of a bare at::mm on a precomputed im2col. A lone center tap (1x1) skips
 //    the gather: its im2col is the NHWC input, and one whole-tensor GEMM is used.
-// 2. Rectangles (k >= 5 by default): the kept taps are a few rectangles of the kernel
-//    (rows above the center, the left part of the center row), each a dense convolution of
-//    a shifted input run by oneDNN (at::conv2d / at::convolution_backward).
+// 2. Rectangles (float32 and bfloat16): the kept taps are covered by a few rectangles of
+//    the kernel (masked_conv2d_rects.h), each a dense convolution of a shifted input run by
+//    oneDNN (at::conv2d / at::convolution_backward), whose AVX-512 kernels outrun MKL's
+//    GEMM on AMD processors by about 2x (cpu_path below).
 //
-// Measured on the 2-core EPYC this was written on (B=16, C=64, 28x28, fp32, one thread,
+// Earlier measurements on the 2-core EPYC this was written on (B=16, C=64, 28x28, fp32, one thread,
 // full forward + backward; the other core busy): 7x7 mask B 89 ms with (1), 79 ms with (2),
 // 133 ms for the weight * mask recipe; 3x3 mask B 20 ms with either, 26 ms for the recipe.
 // Per-tap GEMMs on a padded channels-last input (a third option) compute over the padded

@@ -142,7 +142,9 @@ class PixelCNN(_Autoregressive):
 
 class GatedPixelCNN(_Autoregressive):
     """Vertical and horizontal stacks with gated activations and no blind spot, skip
-    connections into two 1x1 output layers; optional class conditioning."""
+    connections into two 1x1 output layers; optional class conditioning. `dropout` acts
+    on each layer's gated horizontal features (its default, 0.3, is what the 1000 training
+    images of the digits need: without it the model overfits within 30 epochs)."""
 
     def __init__(
         self,
@@ -154,7 +156,7 @@ class GatedPixelCNN(_Autoregressive):
         num_layers: int = 6,
         num_classes: int | None = None,
         kernel_size: int = 3,
-        dropout: float = 0.0,
+        dropout: float = 0.3,
         backend: str = "auto",
     ):
         super().__init__(in_channels, image_size, levels, hidden_channels, num_layers, num_classes)
