@@ -128,9 +128,9 @@ class VAETask(Task):
 
 class PixelCNNTask(Task):
     name = "pixelcnn"
-    # On the digits the validation NLL bottoms out near epoch 45 (1.87 bits/dim), then
-    # the model overfits the 1000 training images; model selection keeps the best epoch.
-    default_epochs = 50
+    # On the digits (8 blocks, dropout 0.2, cosine decay) the validation NLL bottoms out
+    # after about 55 of 100 epochs; model selection keeps the best epoch.
+    default_epochs = 100
     default_lr = 2e-3
     selection_metric = "val_bpd"
     model_class = PixelCNN
