@@ -549,3 +549,15 @@ def test_gate_bad_input():
         gate(torch.randn(2, 6, 3, 3), 2)
     with pytest.raises(RuntimeError, match="pre must be float16"):
         gate(torch.ones(2, 4, 3, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_native_backward_refuses_create_graph(backend):
+    x, w, b = _inputs(2, 4, 6, 5, 5, 3, torch.float32)
+    x.requires_grad_(True)
+    y = masked_conv2d(x, w, b, backend=backend)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    pre = torch.randn(2, 4, 3, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.autograd.grad(gate(pre, backend=backend).sum(), pre, create_graph=True)

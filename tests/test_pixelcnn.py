@@ -17,7 +17,7 @@ def test_logits_shape_and_log_prob(model_class, channels, levels):
     torch.manual_seed(0)
     model = model_class(
         in_channels=channels, image_size=5, levels=levels, hidden_channels=12, num_layers=2
-    )
+    ).eval()  # dropout off: two calls give the same logits
     x = images(3, channels, 5, levels)
     logits = model(x)
     assert logits.shape == (3, levels, channels, 5, 5)
@@ -36,7 +36,7 @@ def test_autoregressive_in_raster_and_colour_order(model_class, channels):
     size, levels = 5, 4
     model = model_class(
         in_channels=channels, image_size=size, levels=levels, hidden_channels=12, num_layers=2
-    )
+    ).eval()  # dropout off (test_dropout_keeps_the_order covers training mode)
     base = images(1, channels, size, levels)
     for c, i, j in [(0, 2, 2), (channels - 1, 3, 1), (0, 0, 0)]:
         position = (i * size + j) * channels + c

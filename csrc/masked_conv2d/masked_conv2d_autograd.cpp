@@ -13,6 +13,14 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// The backward kernels build no graph: a double backward (create_graph=True) would get
+// gradients that silently stop here, so it is refused.
+void check_once_differentiable(const char* op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), op,
+              ": the native backend's backward is not differentiable (create_graph=True); "
+              "use backend='reference' for higher-order gradients");
+}
+
 at::Tensor forward_on_device(const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias,
                              const std::vector<int64_t>& taps,
@@ -50,6 +58,7 @@ class MaskedConv2dFunction : public torch::autograd::Function<MaskedConv2dFuncti
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_once_differentiable("masked_conv2d");
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &weight = saved[1];
     const std::optional<at::Tensor> center_mask =
@@ -80,6 +89,7 @@ class GatedActivationFunction : public torch::autograd::Function<GatedActivation
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_once_differentiable("gate");
     const at::Tensor pre = ctx->get_saved_variables()[0];
     return {gated_activation_backward_cpu(grads[0], pre, ctx->saved_data["groups"].toInt()),
             at::Tensor()};
