@@ -561,3 +561,20 @@ def test_native_backward_refuses_create_graph(backend):
     pre = torch.randn(2, 4, 3, 3, requires_grad=True)
     with pytest.raises(RuntimeError, match="not differentiable"):
         torch.autograd.grad(gate(pre, backend=backend).sum(), pre, create_graph=True)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_autocast_casts_like_conv2d(backend):
+    """Under torch.autocast the op runs in the autocast dtype, as F.conv2d does, whatever
+    ATen calls the kernels make inside."""
+    x, w, b = _inputs(2, 6, 9, 5, 5, 7, torch.float32)
+    w.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = masked_conv2d(x, w, b, mask_type="A", backend=backend)
+        plain = torch.nn.functional.conv2d(x, w, b, padding=3)
+        gated = masked_conv2d_gated(x, w[:8], b[:8], mask_type="B", backend=backend)
+    assert y.dtype == plain.dtype == gated.dtype == torch.bfloat16
+    ref = masked_conv2d_reference(x.bfloat16(), w.detach().bfloat16(), b.bfloat16(), "A", 1)
+    torch.testing.assert_close(y, ref, **_tol(torch.bfloat16))
+    y.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()

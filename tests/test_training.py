@@ -159,3 +159,11 @@ def test_interpolation_uses_the_data_the_model_was_trained_on(tmp_path):
     grid = tmp_path / "inter.png"
     assert main(["sample", str(run), "--interpolate", "--n", "8", "--out", str(grid)]) == 0
     assert grid.stat().st_size > 0
+
+
+@pytest.mark.parametrize("model", ["pixelcnn", "gated-pixelcnn"])
+def test_amp_training_on_cpu(tmp_path, model):
+    # bfloat16 autocast on CPU, through the masked convolutions and the fused gate
+    tiny = {"hidden_channels": 6, "num_layers": 2}
+    metrics = train(config(tmp_path, epochs=1, model=model, amp=True, model_kwargs=tiny))
+    assert 0 < metrics["test_bpd"] < 10

@@ -9,6 +9,7 @@
 // grad_x is the same convolution of grad_out with the mirrored taps (-dy_t, -dx_t) and
 // the transposed weights; grad_Wp = cols^T @ grad_out. Only the kept taps are computed.
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
 #include <optional>
@@ -18,6 +19,13 @@
 #include "common/checks.h"
 
 namespace genmodels {
+
+// The kernels compute in the dtype they are given: the ATen calls inside them (oneDNN or
+// cuDNN convolutions, GEMMs) must not be autocast a second time. The Python wrapper
+// casts the inputs under torch.autocast as conv2d's own autocast rule would.
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
 
 inline void check_masked_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
                                        const std::optional<at::Tensor>& bias,

@@ -208,6 +208,7 @@ at::Tensor masked_conv2d_forward_cpu(const at::Tensor& x, const at::Tensor& weig
                                      const std::vector<int64_t>& taps,
                                      const std::optional<at::Tensor>& center_mask) {
   check_masked_conv2d_inputs(x, weight, bias, taps, center_mask);
+  const NoAutocast no_autocast;
   check_device_type(x, at::kCPU, "x");
   const int64_t k = weight.size(2);
   const Path path = cpu_path(x.scalar_type(), k, taps);
@@ -232,6 +233,7 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
     const std::vector<int64_t>& taps, const std::optional<at::Tensor>& center_mask,
     bool need_input, bool need_weight) {
   check_masked_conv2d_inputs(x, weight, std::nullopt, taps, center_mask);
+  const NoAutocast no_autocast;
   check_masked_conv2d_grad(grad_out, x, weight);
   check_device_type(x, at::kCPU, "x");
   const Path path = cpu_path(x.scalar_type(), weight.size(2), taps);

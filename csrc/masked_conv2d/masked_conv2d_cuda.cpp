@@ -58,6 +58,7 @@ at::Tensor masked_conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& wei
                                       const std::vector<int64_t>& taps,
                                       const std::optional<at::Tensor>& center_mask) {
   check_masked_conv2d_inputs(x, weight, bias, taps, center_mask);
+  const NoAutocast no_autocast;
   check_device_type(x, at::kCUDA, "x");
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t c_in = x.size(1);
@@ -86,6 +87,7 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
     const std::vector<int64_t>& taps, const std::optional<at::Tensor>& center_mask,
     bool need_input, bool need_weight) {
   check_masked_conv2d_inputs(x, weight, std::nullopt, taps, center_mask);
+  const NoAutocast no_autocast;
   check_masked_conv2d_grad(grad_out, x, weight);
   check_device_type(x, at::kCUDA, "x");
   const c10::cuda::CUDAGuard guard(x.device());

@@ -192,6 +192,7 @@ def gate(pre: Tensor, color_groups: int = 1, *, backend: str = "auto") -> Tensor
     """`gated_activation` with a backend choice: on CPU tensors the native backend runs it
     as one fused pass forward and one backward (a C++ autograd node); elsewhere, and
     under torch.compile (which fuses the composition itself), it is the composition."""
+    (pre,) = _autocast(pre)
     _checks.check_floating(pre, "pre")
     check_color_groups(color_groups)
     if pre.dim() != 4 or pre.shape[1] % (2 * color_groups):
@@ -379,6 +380,19 @@ _gated_op.register_autograd(_gated_backward, setup_context=_gated_setup_context)
 # --- the public functions -----------------------------------------------------------------
 
 
+def _autocast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Under torch.autocast, the inputs in the autocast dtype, as conv2d gets them there."""
+    first = tensors[0]
+    device = first.device.type if isinstance(first, Tensor) else None
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    # Only floating tensors: anything else is left for the argument checks to name.
+    return tuple(
+        t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t for t in tensors
+    )
+
+
 def _check_args(x, weight, bias, mask_type, color_groups):
     _checks.check_floating(x, "x")
     if x.dim() != 4:
@@ -421,6 +435,7 @@ def masked_conv2d(
             center tap; must divide C_in and C_out.
         backend: "auto", "native", "triton" or "reference" (see genmodels.backends()).
     """
+    x, weight, bias = _autocast(x, weight, bias)
     _check_args(x, weight, bias, mask_type, color_groups)
     which = _backend.resolve(backend, OP, x.device)
     if which == "reference":
@@ -445,6 +460,7 @@ def masked_conv2d_gated(
     The Triton backend fuses bias, addend and gate into the convolution's epilogue; the
     other backends compose them.
     """
+    x, weight, bias, addend = _autocast(x, weight, bias, addend)
     _check_args(x, weight, bias, mask_type, color_groups)
     c_out = weight.shape[0]
     if c_out % (2 * color_groups) != 0:
