@@ -104,3 +104,28 @@ def test_trainer_runs_a_gan(tmp_path, loss):
 def test_loss_option_is_for_gans_only(tmp_path):
     with pytest.raises(ValueError, match="dcgan only"):
         train(TrainConfig(model="vae", epochs=1, loss="hinge", out=str(tmp_path), progress=False))
+
+
+def test_feature_classifier_leaves_the_callers_rng_alone(tmp_path, monkeypatch):
+    from genmodels import evaluation
+    from genmodels.data import load
+
+    monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path))
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    train_split = load("digits").train
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    fitted = evaluation.classifier_for(train_split, epochs=1)  # trained and written to disk
+    assert torch.equal(torch.get_rng_state(), state)
+    assert evaluation.classifier_for(train_split, epochs=1) is fitted  # from memory
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    loaded = evaluation.classifier_for(train_split, epochs=1)  # from disk
+    assert torch.equal(torch.get_rng_state(), state)
+    for key, value in fitted.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    torch.manual_seed(7)  # the caller's RNG does not decide the classifier either
+    monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path / "other"))
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    again = evaluation.classifier_for(train_split, epochs=1)
+    for key, value in fitted.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
