@@ -104,3 +104,91 @@ def test_trainer_runs_a_gan(tmp_path, loss):
 def test_loss_option_is_for_gans_only(tmp_path):
     with pytest.raises(ValueError, match="dcgan only"):
         train(TrainConfig(model="vae", epochs=1, loss="hinge", out=str(tmp_path), progress=False))
+
+
+def test_generator_ema():
+    torch.manual_seed(0)
+    gan = DCGAN(latent_dim=8, hidden_channels=8, ema_decay=0.75)
+    assert gan.sampler is gan.generator_ema
+    assert not any(p.requires_grad for p in gan.generator_ema.parameters())
+    raw = dict(gan.generator.state_dict())
+    for key, value in gan.generator_ema.state_dict().items():
+        assert torch.equal(value, raw[key]), key
+    old = {k: v.clone() for k, v in gan.generator_ema.state_dict().items()}
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(1.0)
+    gan.generator.train()(gan.latents(16))  # moves the batch-norm running statistics
+    gan.update_ema()
+    new = gan.generator.state_dict()
+    for key, value in gan.generator_ema.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * old[key] + 0.25 * new[key])
+        else:
+            assert torch.equal(value, new[key]), key  # num_batches_tracked
+    gan.train()
+    assert gan.generator.training and not gan.generator_ema.training
+    z = gan.latents(4, generator=torch.Generator().manual_seed(0))
+    expected = gan.to_levels(gan.generator_ema(z))
+    torch.testing.assert_close(gan.sample(4, generator=torch.Generator().manual_seed(0)), expected)
+    assert any(k.startswith("generator_ema.") for k in gan.state_dict())
+    plain = DCGAN(latent_dim=8, hidden_channels=8)
+    assert plain.generator_ema is None and plain.sampler is plain.generator
+    plain.update_ema()  # a no-op
+    for bad in (1.0, -0.1, "0.9", True):
+        with pytest.raises(ValueError, match="ema_decay"):
+            DCGAN(ema_decay=bad)
+
+
+def test_feature_classifier_leaves_the_callers_rng_alone(tmp_path, monkeypatch):
+    from genmodels import evaluation
+    from genmodels.data import load
+
+    monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path))
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    train_split = load("digits").train
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    fitted = evaluation.classifier_for(train_split, epochs=1)  # trained and written to disk
+    assert torch.equal(torch.get_rng_state(), state)
+    assert evaluation.classifier_for(train_split, epochs=1) is fitted  # from memory
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    loaded = evaluation.classifier_for(train_split, epochs=1)  # from disk
+    assert torch.equal(torch.get_rng_state(), state)
+    for key, value in fitted.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    torch.manual_seed(7)  # the caller's RNG does not decide the classifier either
+    monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path / "other"))
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    again = evaluation.classifier_for(train_split, epochs=1)
+    for key, value in fitted.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_trainer_resumes_a_gan_exactly(tmp_path, monkeypatch):
+    # The resumed run must restore the critic-step count (it decides which steps train the
+    # generator) as well as the weights, the optimizers and the generator average; with a
+    # cold in-memory classifier cache, as in a fresh process, it must draw the same numbers.
+    from genmodels import evaluation
+
+    monkeypatch.setattr(evaluation, "_CACHE", {})
+    small = {"hidden_channels": 8, "latent_dim": 8}
+
+    def cfg(name, epochs, resume=None):
+        out = str(tmp_path / name)
+        return TrainConfig(model="dcgan", epochs=epochs, out=out, resume=resume, progress=False,
+                           model_kwargs=small)  # fmt: skip
+
+    straight = train(cfg("straight", 2))
+    train(cfg("interrupted", 1))
+    resumed = train(cfg("interrupted", 2, resume=str(tmp_path / "interrupted")))
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "interrupted" / "checkpoint.pt", weights_only=True)
+    assert a["model_config"]["ema_decay"] is not None
+    assert any(k.startswith("generator_ema.") for k in a["model"])
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["task"] == b["task"] == {"steps": 32}
+    assert [r["train_loss"] for r in a["log"]] == [r["train_loss"] for r in b["log"]]
+    assert {"val_score", "val_fd", "val_class_tv", "val_classes_covered"} <= set(a["log"][0])
+    assert straight == {**resumed, "seconds": straight["seconds"]}

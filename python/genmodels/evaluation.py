@@ -48,25 +48,34 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _key(data: ImageDataset) -> str:
+def _key(data: ImageDataset, epochs: int, seed: int) -> str:
     digest = hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes())
-    return f"classifier-{data.levels}-{digest.hexdigest()[:16]}"
+    # v2: the initial weights come from `seed` too (v1 drew them from the caller's RNG).
+    return f"classifier-v2-{data.levels}-{epochs}-{seed}-{digest.hexdigest()[:16]}"
 
 
 def classifier_for(train: ImageDataset, epochs: int = 40, seed: int = 0) -> Classifier:
-    """The feature classifier of a training split: trained once, then cached."""
-    key = _key(train)
+    """The feature classifier of a training split: trained once, then cached.
+
+    It never touches the caller's random numbers, whether it is trained, read from disk or
+    served from memory: a training run draws the same numbers with or without a cache,
+    which `--resume` (a fresh process) relies on."""
+    key = _key(train, epochs, seed)
     if key in _CACHE:
         return _CACHE[key]
-    model = Classifier(train.shape[0], train.levels, max(train.num_classes, 2))
     folder = os.environ.get(
         "GENMODELS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "genmodels")
     )
     path = os.path.join(folder, key + ".pt")
-    if os.path.isfile(path):
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        _fit(model, train, epochs, seed)
+    with torch.random.fork_rng(devices=[]):  # the classifier lives on the CPU
+        torch.default_generator.manual_seed(seed)
+        model = Classifier(train.shape[0], train.levels, max(train.num_classes, 2))
+        fitted = not os.path.isfile(path)
+        if fitted:
+            _fit(model, train, epochs, seed)
+        else:
+            model.load_state_dict(torch.load(path, weights_only=True))
+    if fitted:
         try:
             from genmodels.training.checkpoint import save_checkpoint
 
@@ -80,9 +89,7 @@ def classifier_for(train: ImageDataset, epochs: int = 40, seed: int = 0) -> Clas
 
 @torch.enable_grad()  # first use may come from inside an evaluation under no_grad
 def _fit(model: Classifier, train: ImageDataset, epochs: int, seed: int) -> None:
-    state = torch.get_rng_state()
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     x_all, y_all = train.images.long(), train.labels
     for _ in range(epochs):
@@ -93,7 +100,6 @@ def _fit(model: Classifier, train: ImageDataset, epochs: int, seed: int) -> None
             opt.zero_grad()
             loss.backward()
             opt.step()
-    torch.set_rng_state(state)
 
 
 @torch.no_grad()

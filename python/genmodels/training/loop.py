@@ -137,6 +137,7 @@ def train(cfg: TrainConfig) -> dict:
         model.load_state_dict(ckpt["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
+        task.load_state_dict(ckpt.get("task", {}))
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         state.update({k: ckpt[k] for k in state})
@@ -187,7 +188,10 @@ def train(cfg: TrainConfig) -> dict:
                 progress.set_postfix(loss=f"{running:.4f}")
         if rank == 0:
             model.eval()
-            metric = task.validate(model, splits.val, device)
+            scores = task.validate(model, splits.val, device)
+            if not isinstance(scores, dict):
+                scores = {task.selection_metric: scores}
+            metric = scores[task.selection_metric]
             state["seconds"] += time.perf_counter() - start
             if metric < state["best_metric"]:
                 state["best_metric"], state["best_epoch"] = metric, epoch + 1
@@ -199,7 +203,7 @@ def train(cfg: TrainConfig) -> dict:
                 "epoch": epoch + 1,
                 "train_loss": float(np.mean(losses)),
                 "lr": lr,
-                task.selection_metric: metric,
+                **scores,
                 "seconds": round(state["seconds"], 3),
             }
             state["log"].append(row)
@@ -252,6 +256,7 @@ def _checkpoint(cfg, task, model, optimizers, scaler, state) -> dict:
         "model": model.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "task": task.state_dict(),
         "rng": rng_state(),
         **state,
     }

@@ -69,8 +69,17 @@ class Task:
     def train_step(self, net, model, x, y, optimizers, scaler, amp: bool) -> dict[str, float]:
         raise NotImplementedError
 
-    def validate(self, model, data: ImageDataset, device) -> float:
+    def validate(self, model, data: ImageDataset, device) -> float | dict[str, float]:
+        """The selection metric on the validation split (lower is better), or a dict of
+        logged scores that holds it under `selection_metric`."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Training state the task keeps outside the model and optimizers (checkpointed)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     def evaluate(self, model, data: ImageDataset, device) -> dict[str, float]:
         raise NotImplementedError
@@ -173,23 +182,48 @@ class GatedPixelCNNTask(PixelCNNTask):
 
 class DCGANTask(Task):
     name = "dcgan"
-    default_epochs = 200
-    default_lr = 2e-4
-    selection_metric = "val_fd"
+    # Measured on the digits (WGAN-GP, 2-core CPU): with 2 critic steps per generator step
+    # and lr 4e-4 the averaged generator is still improving slowly at 300 epochs.
+    default_epochs = 300
+    default_lr = 4e-4
+    betas = (0.5, 0.9)
+    # The generator weights' moving average (~100 generator steps, ~12 epochs) samples
+    # better and is far steadier from epoch to epoch than the raw weights.
+    ema_decay = 0.99
+    # Selection: the Frechet distance plus a class-balance term. At the FD of a good
+    # digits GAN (5-10) a class histogram 0.1 from uniform weighs as much as 5 FD units.
+    selection_metric = "val_score"
+    tv_weight = 50.0
     model_class = DCGAN
     eval_samples = 2000
+    # Validation and test draw different latents, so the test metrics are not those of
+    # the very samples the selection saw.
+    val_seed, test_seed = 1, 2
 
     def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
         super().__init__(splits, model_kwargs)
         self.loss = loss or "wgan-gp"
         if self.loss not in gan_losses.LOSSES:
             raise ValueError(f"loss must be one of {gan_losses.LOSSES}, got {self.loss!r}")
-        # WGAN-GP trains the critic several steps per generator step (Gulrajani et al.).
-        self.n_critic = 5 if self.loss == "wgan-gp" else 1
+        # WGAN-GP trains the critic several steps per generator step (Gulrajani et al. use
+        # 5); on the digits 2 gives the generator 2.5x the updates in the same time and
+        # reaches a lower FD and class imbalance within the time budget.
+        self.n_critic = 2 if self.loss == "wgan-gp" else 1
         self.steps = 0
 
+    def model_config(self) -> dict:
+        return {**self.data_kwargs(), "ema_decay": self.ema_decay, **self.model_kwargs}
+
+    def state_dict(self) -> dict:
+        # The critic-step count sets which step trains the generator: a resumed run must
+        # keep it (an epoch need not be a multiple of n_critic steps).
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state.get("steps", 0))
+
     def optimizers(self, model, lr):
-        betas = (0.5, 0.9)
+        betas = self.betas
         return {
             "generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
             "critic": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas),
@@ -227,31 +261,35 @@ class DCGANTask(Task):
                     self.loss, net.discriminator(fake.float(), *cond).float()
                 )
             _step(loss_g, optimizers["generator"], scaler)
+            model.update_ema()
             stats["generator_loss"] = loss_g.item()
         return stats
 
-    def _samples(self, model, n):
+    def _samples(self, model, n, seed):
         # A fixed generator: epochs are compared on the same latents, and the training RNG
         # stream is left untouched.
-        return model.sample(
-            n, generator=torch.Generator(device=next(model.parameters()).device).manual_seed(1)
-        )
+        device = next(model.parameters()).device
+        return model.sample(n, generator=torch.Generator(device=device).manual_seed(seed))
 
     @torch.no_grad()
-    def validate(self, model, data, device) -> float:
-        from genmodels.evaluation import classifier_for, features, frechet_distance
+    def validate(self, model, data, device) -> dict[str, float]:
+        from genmodels.evaluation import classifier_for, features, frechet_distance, mode_coverage
 
         classifier = classifier_for(self.splits.train)
         real, _ = features(classifier, data.images)
-        fake, _ = features(classifier, self._samples(model, 1000).cpu())
-        return frechet_distance(real, fake)
+        fake, predicted = features(classifier, self._samples(model, 1000, self.val_seed).cpu())
+        covered, tv = mode_coverage(predicted, classifier.head.out_features)
+        fd = frechet_distance(real, fake)
+        return {"val_score": fd + self.tv_weight * tv, "val_fd": fd, "val_class_tv": tv,
+                "val_classes_covered": covered}  # fmt: skip
 
     @torch.no_grad()
     def evaluate(self, model, data, device) -> dict[str, float]:
         from genmodels.evaluation import classifier_for, gan_metrics
 
         classifier = classifier_for(self.splits.train)
-        return gan_metrics(classifier, data, self._samples(model, self.eval_samples).cpu())
+        samples = self._samples(model, self.eval_samples, self.test_seed).cpu()
+        return gan_metrics(classifier, data, samples)
 
 
 TASKS: dict[str, type[Task]] = {
