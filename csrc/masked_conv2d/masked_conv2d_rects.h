@@ -70,18 +70,48 @@ inline std::vector<Rect> tap_cover(const std::vector<int64_t>& taps, int64_t k) 
   return rects;
 }
 
-// [1 or C_out, 1 or C_in, k, k] 0/1 mask of the kept taps (the center from center_mask).
-inline at::Tensor tap_mask(const at::Tensor& weight, const std::vector<int64_t>& taps,
-                           const std::optional<at::Tensor>& center_mask) {
-  const int64_t k = weight.size(2), center = (k / 2) * k + k / 2;
-  std::vector<float> flat(k * k, 0.0f);
-  for (int64_t t : taps) flat[t] = 1.0f;
-  at::Tensor mask = at::tensor(flat, weight.options().dtype(at::kFloat)).to(weight.dtype());
-  mask = mask.view({1, 1, k, k});
-  if (!center_mask.has_value()) return mask;
-  mask = mask.repeat({weight.size(0), weight.size(1), 1, 1});
-  mask.view({weight.size(0), weight.size(1), k * k}).select(2, center).copy_(*center_mask);
-  return mask;
+// The kept taps as a k * k table.
+inline std::vector<char> kept_table(const std::vector<int64_t>& taps, int64_t k) {
+  std::vector<char> kept(k * k, 0);
+  for (int64_t t : taps) kept[t] = 1;
+  return kept;
+}
+
+// Whether rectangle r computes a tap (or, at a colour-group center, a channel pair) that
+// the mask removes.
+inline bool rect_has_masked(const Rect& r, const std::vector<char>& kept, int64_t k,
+                            const std::optional<at::Tensor>& center_mask) {
+  const int64_t c = k / 2;
+  if (center_mask.has_value() && r.r0 <= c && c < r.r1 && r.c0 <= c && c < r.c1) return true;
+  for (int64_t ky = r.r0; ky < r.r1; ++ky) {
+    for (int64_t kx = r.c0; kx < r.c1; ++kx) {
+      if (!kept[ky * k + kx]) return true;
+    }
+  }
+  return false;
+}
+
+// Applies the mask to t [C_out, C_in, rows, cols], rectangle r of a weight or of its
+// gradient, in place: zeros the masked taps (a run of columns per row) and multiplies a
+// colour-group center by center_mask.
+inline void mask_rect(at::Tensor t, const Rect& r, const std::vector<char>& kept, int64_t k,
+                      const std::optional<at::Tensor>& center_mask) {
+  const int64_t c = k / 2;
+  for (int64_t ky = r.r0; ky < r.r1; ++ky) {
+    for (int64_t kx = r.c0; kx < r.c1;) {
+      if (kept[ky * k + kx]) {
+        ++kx;
+        continue;
+      }
+      int64_t end = kx;
+      while (end < r.c1 && !kept[ky * k + end]) ++end;
+      t.select(2, ky - r.r0).narrow(2, kx - r.c0, end - kx).zero_();
+      kx = end;
+    }
+  }
+  if (center_mask.has_value() && r.r0 <= c && c < r.r1 && r.c0 <= c && c < r.c1) {
+    t.select(2, c - r.r0).select(2, c - r.c0).mul_(*center_mask);
+  }
 }
 
 inline at::Tensor channels_last(const at::Tensor& t) {
@@ -98,15 +128,17 @@ inline at::Tensor padded_input(const at::Tensor& x, const std::vector<int64_t>& 
   return no_pad(pad) ? x : channels_last(at::constant_pad_nd(x, pad));
 }
 
-inline at::Tensor rect_weight(const at::Tensor& masked_weight, const Rect& r) {
-  return channels_last(masked_weight.slice(2, r.r0, r.r1).slice(3, r.c0, r.c1));
-}
-
-inline bool masks_inside(const std::vector<Rect>& cover, const std::vector<int64_t>& taps,
-                         const std::optional<at::Tensor>& center_mask) {
-  int64_t covered = 0;
-  for (const Rect& r : cover) covered += r.taps();
-  return center_mask.has_value() || covered != static_cast<int64_t>(taps.size());
+// The weights of rectangle r for its convolution (channels_last), masked taps zeroed; a
+// copy whenever the mask changes anything, never the caller's weight.
+inline at::Tensor rect_weight(const at::Tensor& weight, const Rect& r,
+                              const std::vector<char>& kept,
+                              const std::optional<at::Tensor>& center_mask) {
+  const int64_t k = weight.size(2);
+  const at::Tensor w = weight.slice(2, r.r0, r.r1).slice(3, r.c0, r.c1);
+  if (!rect_has_masked(r, kept, k, center_mask)) return channels_last(w);
+  at::Tensor masked = w.clone(at::MemoryFormat::ChannelsLast);
+  mask_rect(masked, r, kept, k, center_mask);
+  return masked;
 }
 
 inline at::Tensor masked_conv2d_forward_rects(const at::Tensor& x_in, const at::Tensor& weight,
@@ -116,11 +148,11 @@ inline at::Tensor masked_conv2d_forward_rects(const at::Tensor& x_in, const at::
   const int64_t k = weight.size(2);
   const at::Tensor x = channels_last(x_in);
   const std::vector<Rect> cover = tap_cover(taps, k);
-  const at::Tensor wm =
-      masks_inside(cover, taps, center_mask) ? weight * tap_mask(weight, taps, center_mask) : weight;
+  const std::vector<char> kept = kept_table(taps, k);
   at::Tensor out;
   for (const Rect& r : cover) {
-    const at::Tensor y = at::conv2d(padded_input(x, r.pad(k)), rect_weight(wm, r),
+    const at::Tensor y = at::conv2d(padded_input(x, r.pad(k)),
+                                    rect_weight(weight, r, kept, center_mask),
                                     out.defined() ? std::nullopt : bias);
     if (out.defined()) {
       out.add_(y);
@@ -143,16 +175,14 @@ inline std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_rects(
   const at::Tensor x = channels_last(x_in);
   const at::Tensor g = channels_last(grad_out);
   const std::vector<Rect> cover = tap_cover(taps, k);
-  const bool masked = masks_inside(cover, taps, center_mask);
-  const at::Tensor mask = masked ? tap_mask(weight, taps, center_mask) : at::Tensor();
-  const at::Tensor wm = masked ? weight * mask : weight;
+  const std::vector<char> kept = kept_table(taps, k);
   at::Tensor grad_x, grad_w;
   if (need_weight) grad_w = at::zeros_like(weight, at::MemoryFormat::Contiguous);
   for (const Rect& r : cover) {
     const std::vector<int64_t> pad = r.pad(k);
     auto [gxp, gw, gb] = at::convolution_backward(
-        g, padded_input(x, pad), rect_weight(wm, r), std::nullopt, {1, 1}, {0, 0}, {1, 1}, false,
-        {0, 0}, 1, {need_input, need_weight, false});
+        g, padded_input(x, pad), rect_weight(weight, r, kept, center_mask), std::nullopt, {1, 1},
+        {0, 0}, {1, 1}, false, {0, 0}, 1, {need_input, need_weight, false});
     if (need_input) {
       at::Tensor gx = no_pad(pad) ? gxp
                                   : channels_last(at::constant_pad_nd(
@@ -163,10 +193,13 @@ inline std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_rects(
         grad_x = gx;
       }
     }
-    if (need_weight) grad_w.slice(2, r.r0, r.r1).slice(3, r.c0, r.c1).copy_(gw);
+    if (need_weight) {
+      at::Tensor dst = grad_w.slice(2, r.r0, r.r1).slice(3, r.c0, r.c1);
+      dst.copy_(gw);
+      if (rect_has_masked(r, kept, k, center_mask)) mask_rect(dst, r, kept, k, center_mask);
+    }
   }
   if (need_input && !grad_x.defined()) grad_x = at::zeros_like(x);
-  if (need_weight && masked) grad_w.mul_(mask);
   return {need_input ? channels_last(grad_x) : x.new_empty({0}),
           need_weight ? grad_w : weight.new_empty({0})};
 }
