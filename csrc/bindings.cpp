@@ -23,6 +23,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
   m.def("gradient_penalty_forward_cpu", &gm::gradient_penalty_forward_cpu);
   m.def("gradient_penalty_backward_cpu", &gm::gradient_penalty_backward_cpu);
+  m.def("gradient_penalty_autograd_cpu", &gm::gradient_penalty_autograd_cpu);
 #ifdef WITH_CUDA
   m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
   m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);

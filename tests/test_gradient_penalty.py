@@ -288,3 +288,88 @@ def test_library_op_autograd(backend):
     _, want = _value_and_grad(via_reference, x, w)
     torch.testing.assert_close(got, want)
     assert torch.autograd.gradgradcheck(via_op, (x,))
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_native_cpu_autograd_node(reduction):
+    """The eager CPU path (one C++ autograd node): both outputs' derivatives, to second
+    order, against the reference."""
+    from genmodels import _C
+
+    torch.manual_seed(9)
+    x = (torch.randn(3, 4, 5, dtype=torch.float64) * 0.3).requires_grad_(True)
+    reduce = {"none": lambda v: v, "sum": torch.sum, "mean": torch.mean}[reduction]
+
+    def via_node(t):
+        out, norm = _C.gradient_penalty_autograd_cpu(t, 0.7, True, reduction)
+        return out.sum() + (0.5 * norm).sum()
+
+    def via_reference(t):
+        norm = torch.linalg.vector_norm(t.flatten(1), dim=1)
+        return reduce(gradient_penalty_reference(t, 0.7, True)).sum() + (0.5 * norm).sum()
+
+    _, got = _value_and_grad(via_node, x, 1.0)
+    _, want = _value_and_grad(via_reference, x, 1.0)
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(via_node, (x,))
+    assert torch.autograd.gradgradcheck(via_node, (x,))
+    # only the norm output used: the penalty's gradient is undefined (zero) in the node
+    _, norm = _C.gradient_penalty_autograd_cpu(x, 0.7, True, reduction)
+    (g,) = torch.autograd.grad(norm.sum(), x)
+    torch.testing.assert_close(g, x / x.flatten(1).norm(dim=1).view(3, 1, 1))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_native_cpu_strided_output_gradients(dtype):
+    """Per-sample outputs whose incoming gradient is broadcast (stride 0) or strided."""
+    torch.manual_seed(10)
+    grads = (torch.randn(6, 3, 5) * 0.2).to(dtype)
+    w = torch.rand(12).to(dtype)[::2]  # stride 2
+    for weight in (torch.ones(()).to(dtype).expand(6), w):
+        x = grads.clone().requires_grad_(True)
+        out = gradient_penalty(x, target=0.5, reduction="none", backend="native")
+        (got,) = torch.autograd.grad(out, x, weight)
+        xr = grads.clone().requires_grad_(True)
+        (want,) = torch.autograd.grad(_reference(xr, 0.5), xr, weight)
+        torch.testing.assert_close(got.double(), want.double(), **tolerance(dtype))
+
+
+def test_native_cpu_mean_of_empty_batch_is_nan():
+    x = torch.randn(0, 3, requires_grad=True)
+    out = gradient_penalty(x, reduction="mean", backend="native")
+    assert out.shape == () and torch.isnan(out)
+    assert torch.isnan(gradient_penalty(x, reduction="mean", backend="reference"))
+    out.backward()
+    assert x.grad.shape == x.shape
+
+
+def test_native_cpu_results_do_not_depend_on_threads():
+    torch.manual_seed(11)
+    x = (torch.randn(3, 100003) * 0.01).requires_grad_(True)  # several chunks per row
+
+    def run():
+        out = gradient_penalty(x, reduction="none", backend="native")
+        (g,) = torch.autograd.grad(out.sum(), x)
+        return out, g
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = run()
+        torch.set_num_threads(1)
+        one = run()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_native_cpu_autograd_entry_checks_its_inputs():
+    from genmodels import _C
+
+    with pytest.raises(RuntimeError, match="reduction must be one of"):
+        _C.gradient_penalty_autograd_cpu(torch.randn(3, 4), 1.0, False, "avg")
+    with pytest.raises(RuntimeError, match="grads must have a batch"):
+        _C.gradient_penalty_autograd_cpu(torch.tensor(1.0), 1.0, False, "mean")
+    with pytest.raises(RuntimeError, match="grads must be a floating-point"):
+        _C.gradient_penalty_autograd_cpu(torch.ones(3, dtype=torch.int64), 1.0, False, "mean")

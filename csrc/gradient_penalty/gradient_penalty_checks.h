@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 
 #include "common/checks.h"
+#include "gradient_penalty/gradient_penalty.h"
+
+#include <string>
 
 namespace genmodels {
 
@@ -16,24 +19,45 @@ inline void check_gradient_penalty_inputs(const at::Tensor& grads) {
   check_floating(grads, "grads");
 }
 
+inline GpReduction parse_gradient_penalty_reduction(const std::string& reduction) {
+  if (reduction == "none") return GpReduction::None;
+  if (reduction == "sum") return GpReduction::Sum;
+  TORCH_CHECK(reduction == "mean", "reduction must be one of ('none', 'sum', 'mean'), got '",
+              reduction, "'");
+  return GpReduction::Mean;
+}
+
+// grad_penalty: grads' dtype, `penalty_numel` elements (rows, or 1 for a reduced output);
+// grad_norm and norm: the accumulation dtype, rows elements. The eager path passes an
+// undefined grad_penalty or grad_norm for a zero gradient.
+inline void check_gradient_penalty_grads(const at::Tensor& grad_penalty,
+                                         const at::Tensor& grad_norm, const at::Tensor& grads,
+                                         const at::Tensor& norm, int64_t penalty_numel) {
+  const at::ScalarType acc = gradient_penalty_acc_type(grads.scalar_type());
+  const int64_t rows = grads.size(0);
+  if (grad_penalty.defined()) {
+    check_same_dtype(grad_penalty, grads, "grad_penalty", "grads");
+    check_same_device(grad_penalty, grads, "grad_penalty", "grads");
+    TORCH_CHECK(grad_penalty.numel() == penalty_numel, "grad_penalty must have ", penalty_numel,
+                " elements, got ", grad_penalty.numel());
+  }
+  if (grad_norm.defined()) {
+    check_same_device(grad_norm, grads, "grad_norm", "grads");
+    TORCH_CHECK(grad_norm.scalar_type() == acc, "grad_norm must have dtype ", acc, ", got ",
+                grad_norm.scalar_type());
+    TORCH_CHECK(grad_norm.numel() == rows, "grad_norm must have ", rows, " elements, got ",
+                grad_norm.numel());
+  }
+  check_same_device(norm, grads, "norm", "grads");
+  TORCH_CHECK(norm.scalar_type() == acc, "norm must have dtype ", acc, ", got ",
+              norm.scalar_type());
+  TORCH_CHECK(norm.numel() == rows, "norm must have ", rows, " elements, got ", norm.numel());
+}
+
 inline void check_gradient_penalty_grads(const at::Tensor& grad_penalty,
                                          const at::Tensor& grad_norm, const at::Tensor& grads,
                                          const at::Tensor& norm) {
-  const at::ScalarType acc = gradient_penalty_acc_type(grads.scalar_type());
-  const int64_t rows = grads.size(0);
-  check_same_dtype(grad_penalty, grads, "grad_penalty", "grads");
-  check_same_device(grad_penalty, grads, "grad_penalty", "grads");
-  check_same_device(grad_norm, grads, "grad_norm", "grads");
-  check_same_device(norm, grads, "norm", "grads");
-  TORCH_CHECK(grad_norm.scalar_type() == acc, "grad_norm must have dtype ", acc, ", got ",
-              grad_norm.scalar_type());
-  TORCH_CHECK(norm.scalar_type() == acc, "norm must have dtype ", acc, ", got ",
-              norm.scalar_type());
-  TORCH_CHECK(grad_penalty.numel() == rows, "grad_penalty must have ", rows,
-              " elements, got ", grad_penalty.numel());
-  TORCH_CHECK(grad_norm.numel() == rows, "grad_norm must have ", rows, " elements, got ",
-              grad_norm.numel());
-  TORCH_CHECK(norm.numel() == rows, "norm must have ", rows, " elements, got ", norm.numel());
+  check_gradient_penalty_grads(grad_penalty, grad_norm, grads, norm, grads.size(0));
 }
 
 // Every sample of a contiguous or channels_last tensor is one dense block of numel / B

@@ -13,10 +13,13 @@ differentiable PyTorch from the saved per-sample norms. When `grads` came from
 `torch.autograd.grad(..., create_graph=True)` the penalty's gradient therefore reaches the
 critic's parameters, exactly as the recipe `grads.flatten(1).norm(dim=1)` does.
 
-Eager calls go through `_EagerPenalty`, an autograd.Function over the same kernels and
-derivatives, because the torch.library op's per-call overhead dominates small inputs;
-under torch.compile the public function calls the torch.library op (fake kernel,
-registered autograd), which opcheck tests.
+Eager calls bypass the torch.library op, whose per-call overhead dominates small inputs:
+on CPU tensors the native backend is one C++ autograd node (`_C.gradient_penalty_autograd_cpu`,
+csrc/gradient_penalty/gradient_penalty_autograd_cpu.cpp) with the batch reduction folded into
+its kernels; other eager calls go through `_EagerPenalty`, an autograd.Function over the same
+kernels and derivatives. Both call the differentiable backward op under create_graph. Under
+torch.compile the public function calls the torch.library op (fake kernel, registered
+autograd), which opcheck tests.
 """
 
 from __future__ import annotations
@@ -244,6 +247,8 @@ def gradient_penalty(
         penalty = gradient_penalty_reference(grads, target, one_sided)
     elif torch.compiler.is_compiling():
         penalty, _ = _op(grads, target, one_sided, which)
+    elif which == "native" and grads.device.type == "cpu":
+        return _backend._C.gradient_penalty_autograd_cpu(grads, target, one_sided, reduction)[0]
     else:
         return _EagerPenalty.apply(grads, target, one_sided, which, reduction)[0]
     return _checks.reduce_batch(penalty, reduction)
