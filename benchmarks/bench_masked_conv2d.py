@@ -1,7 +1,8 @@
 """masked_conv2d against the recipes PixelCNN users write today.
 
 Providers:
-  native    genmodels native kernels (CPU: active-tap im2col + GEMM; CUDA: the same on cuBLAS)
+  native    genmodels native kernels (CPU: oneDNN convolutions over the kept-tap rectangles;
+            CUDA: active-tap im2col + cuBLAS GEMM)
   triton    genmodels Triton implicit GEMM (GPU only)
   recipe    F.conv2d(x, weight * mask): a dense convolution, half of whose taps are zero
   shifted   PixelCNN++'s shifted convolutions: a down-shifted (rows above) and a

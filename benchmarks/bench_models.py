@@ -7,8 +7,8 @@ Providers:
              Gated PixelCNN), the eager reparameterization and KL (VAE), the canonical
              WGAN-GP penalty (DCGAN)
 A step is forward, loss, backward and the Adam update on a batch of 64; for the DCGAN it
-is one WGAN-GP iteration: 5 critic steps (each drawing fakes from the generator) and one
-generator step. Same weights and data for both providers.
+is one WGAN-GP iteration: 2 critic steps (each drawing fakes from the generator) and one
+generator step, as `genmodels train dcgan` trains. Same weights and data for both providers.
 
     pytest benchmarks/bench_models.py --benchmark-json=benchmarks/results/<name>.json
     python benchmarks/bench_models.py [ROUNDS]   # round-robin medians, robust on a busy machine
@@ -33,7 +33,7 @@ from genmodels.gan import gradient_penalty  # noqa: E402
 from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses  # noqa: E402
 
 BATCH = 64
-N_CRITIC = 5
+N_CRITIC = 2  # the critic steps per generator step of `genmodels train dcgan` (WGAN-GP)
 MODELS = ("pixelcnn", "gated-pixelcnn", "vae", "dcgan")
 PROVIDERS = ("genmodels", "recipe")
 
@@ -134,9 +134,58 @@ def interleaved(rounds: int = 30) -> list[tuple[str, float, float]]:
     return out
 
 
+def _median_ms(fn, rounds: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def op_shares(rounds: int = 30) -> list[tuple[str, float, float]]:
+    """(what, genmodels op ms, recipe ms): forward + backward of the one piece in which the
+    VAE and the DCGAN step differ from their plain twins, at the step's own shapes. The
+    rest of those steps is the same convolutions for both."""
+    from genmodels.ops import gradient_penalty as penalty_op
+    from genmodels.ops import reparameterize_kl
+    from genmodels.recipes import reparameterize_kl_recipe
+
+    latent = VAE().latent_dim
+    mu = torch.randn(BATCH, latent, device=DEVICE, requires_grad=True)
+    logvar = torch.randn(BATCH, latent, device=DEVICE, requires_grad=True)
+    grads = torch.randn(BATCH, 1, 8, 8, device=DEVICE, requires_grad=True)
+
+    def sampler(fn):
+        def run():
+            z, kl = fn(mu, logvar)
+            (z.sum() + kl.sum()).backward()
+
+        return run
+
+    def penalty(fn):
+        return lambda: fn(grads).backward()
+
+    def norm_recipe(g):
+        return ((g.view(g.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
+
+    return [
+        ("VAE sampler (reparameterize + KL)", _median_ms(sampler(reparameterize_kl), rounds),
+         _median_ms(sampler(reparameterize_kl_recipe), rounds)),
+        ("DCGAN penalty on the input gradients", _median_ms(penalty(penalty_op), rounds),
+         _median_ms(penalty(norm_recipe), rounds)),
+    ]  # fmt: skip
+
+
 if __name__ == "__main__":
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     print(f"device {DEVICE}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print("| model | genmodels | plain PyTorch | speed-up |\n|---|---:|---:|---:|")
     for name, ours, plain in interleaved(rounds):
         print(f"| {name} | {ours * 1e3:.2f} ms | {plain * 1e3:.2f} ms | {plain / ours:.2f}x |")
+    print("\n| the op alone (forward + backward) | genmodels | recipe |\n|---|---:|---:|")
+    for what, ours, plain in op_shares(rounds):
+        print(f"| {what} | {ours:.3f} ms | {plain:.3f} ms |")
