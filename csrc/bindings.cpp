@@ -15,10 +15,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.def("masked_conv2d_forward_cpu", &gm::masked_conv2d_forward_cpu);
   m.def("masked_conv2d_backward_cpu", &gm::masked_conv2d_backward_cpu);
-  m.def("masked_conv2d_autograd", &gm::masked_conv2d_autograd);
+  m.def("masked_conv2d_autograd_cpu", &gm::masked_conv2d_autograd);
   m.def("gated_activation_forward_cpu", &gm::gated_activation_forward_cpu);
   m.def("gated_activation_backward_cpu", &gm::gated_activation_backward_cpu);
-  m.def("gated_activation_autograd", &gm::gated_activation_autograd);
+  m.def("gated_activation_autograd_cpu", &gm::gated_activation_autograd);
   m.def("reparameterize_kl_forward_cpu", &gm::reparameterize_kl_forward_cpu);
   m.def("reparameterize_kl_backward_cpu", &gm::reparameterize_kl_backward_cpu);
   m.def("gradient_penalty_forward_cpu", &gm::gradient_penalty_forward_cpu);
@@ -27,6 +27,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef WITH_CUDA
   m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
   m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);
+  m.def("masked_conv2d_autograd_cuda", &gm::masked_conv2d_autograd);  // the same node
   m.def("reparameterize_kl_forward_cuda", &gm::reparameterize_kl_forward_cuda);
   m.def("reparameterize_kl_backward_cuda", &gm::reparameterize_kl_backward_cuda);
   m.def("gradient_penalty_forward_cuda", &gm::gradient_penalty_forward_cuda);

@@ -248,7 +248,8 @@ def gradient_penalty(
     elif torch.compiler.is_compiling():
         penalty, _ = _op(grads, target, one_sided, which)
     elif which == "native" and grads.device.type == "cpu":
-        return _backend._C.gradient_penalty_autograd_cpu(grads, target, one_sided, reduction)[0]
+        node = _backend.native_entry(OP, "autograd", grads.device)
+        return node(grads, target, one_sided, reduction)[0]
     else:
         return _EagerPenalty.apply(grads, target, one_sided, which, reduction)[0]
     return _checks.reduce_batch(penalty, reduction)

@@ -202,7 +202,9 @@ def gate(pre: Tensor, color_groups: int = 1, *, backend: str = "auto") -> Tensor
         )
     if pre.device.type == "cpu" and not torch.compiler.is_compiling():
         if _backend.resolve(backend, OP, pre.device) == "native":
-            return _backend._C.gated_activation_autograd(pre, color_groups)
+            return _backend.native_entry("gated_activation", "autograd", pre.device)(
+                pre, color_groups
+            )
     return gated_activation(pre, color_groups)
 
 
@@ -324,7 +326,7 @@ def _conv(x, weight, bias, mask_type, color_groups, backend):
     if backend == "native":
         # The extension's own autograd node: no Python in the backward pass.
         taps, cm = tap_plan(weight, mask_type, color_groups)
-        return _backend._C.masked_conv2d_autograd(x, weight, bias, taps, cm)
+        return _backend.native_entry(OP, "autograd", x.device)(x, weight, bias, taps, cm)
     return _Eager.apply(x, weight, bias, mask_type, color_groups, backend)
 
 
