@@ -1,9 +1,9 @@
 // The Gated PixelCNN activation tanh(a) * sigmoid(b) on CPU, forward and backward, one
 // pass each over channels-last memory. PyTorch's composition (two slices, tanh, sigmoid,
 // a product, and their derivatives) makes about ten passes, and at::tanh ran at about
-// 0.5 G elements/s on the 2-core EPYC (one thread): the forward + backward of one
-// [64, 128, 8, 8] gate took about 6 ms that way and 0.8 ms fused, which is most of what
-// a Gated PixelCNN step on the digits gains (benchmarks/results/cpu-models.md).
+// 0.5 G elements/s on the 2-core EPYC (one thread, an ad-hoc timing): the forward +
+// backward of one [64, 128, 8, 8] gate took about 8x as long that way as fused, which is
+// much of what a Gated PixelCNN step on the digits gains (benchmarks/results/cpu-models.md).
 //
 // pre is [N, 2C, H, W]; per pixel its 2C channels are [G groups][2 halves][C / G] and
 // output channel g * C / G + r is tanh(pre[g, 0, r]) * sigmoid(pre[g, 1, r]).
