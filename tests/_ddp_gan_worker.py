@@ -26,6 +26,9 @@ def main():
         ddp = torch.nn.parallel.DistributedDataParallel(D)
         grads = critic_step_grads(ddp, D, real[shard], fake[shard], alpha[shard], method)
         torch.save(grads, out)
+        # Neither rank tears gloo down while the other still talks to it: without this a
+        # rank could die at exit with "terminate called without an active exception".
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
