@@ -1,7 +1,8 @@
 // The eager autograd paths of masked_conv2d and of the Gated PixelCNN activation: C++
-// autograd nodes over the CPU/CUDA entry points. At digits sizes (8x8, B=64) a PixelCNN layer's kernels take a few hundred
-// microseconds, and a Python autograd.Function added about 60 us a layer (the forward's
-// wrapper, the Python backward and its argument handling), which this node does not pay.
+// autograd nodes over the CPU/CUDA entry points. At digits sizes (8x8, B=64) a PixelCNN
+// layer's kernels take a few hundred microseconds, and a Python autograd.Function added
+// about 60 us a layer (the forward's wrapper, the Python backward and its argument
+// handling), which these nodes do not pay.
 // torch.compile traces the torch.library op of python/genmodels/ops/masked_conv2d.py.
 #include <torch/autograd.h>
 

@@ -26,6 +26,9 @@ namespace genmodels {
 struct Rect {
   int64_t r0, r1, c0, c1;  // kernel rows [r0, r1), columns [c0, c1)
   int64_t taps() const { return (r1 - r0) * (c1 - c0); }
+  bool contains(int64_t ky, int64_t kx) const {
+    return r0 <= ky && ky < r1 && c0 <= kx && kx < c1;
+  }
   // constant_pad_nd padding {left, right, top, bottom} that makes the rectangle a valid conv
   std::vector<int64_t> pad(int64_t k) const {
     const int64_t c = k / 2;
@@ -82,7 +85,7 @@ inline std::vector<char> kept_table(const std::vector<int64_t>& taps, int64_t k)
 inline bool rect_has_masked(const Rect& r, const std::vector<char>& kept, int64_t k,
                             const std::optional<at::Tensor>& center_mask) {
   const int64_t c = k / 2;
-  if (center_mask.has_value() && r.r0 <= c && c < r.r1 && r.c0 <= c && c < r.c1) return true;
+  if (center_mask.has_value() && r.contains(c, c)) return true;
   for (int64_t ky = r.r0; ky < r.r1; ++ky) {
     for (int64_t kx = r.c0; kx < r.c1; ++kx) {
       if (!kept[ky * k + kx]) return true;
@@ -109,7 +112,7 @@ inline void mask_rect(at::Tensor t, const Rect& r, const std::vector<char>& kept
       kx = end;
     }
   }
-  if (center_mask.has_value() && r.r0 <= c && c < r.r1 && r.c0 <= c && c < r.c1) {
+  if (center_mask.has_value() && r.contains(c, c)) {
     t.select(2, c - r.r0).select(2, c - r.c0).mul_(*center_mask);
   }
 }
