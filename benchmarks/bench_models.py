@@ -8,7 +8,10 @@ Providers:
              WGAN-GP penalty (DCGAN)
 A step is forward, loss, backward and the Adam update on a batch of 64; for the DCGAN it
 is one WGAN-GP iteration: 2 critic steps (each drawing fakes from the generator) and one
-generator step, as `genmodels train dcgan` trains. Same weights and data for both providers.
+generator step, as `genmodels train dcgan` trains; its critic steps run
+`genmodels.gan.critic_objective` (loss and penalty in one first-order pass) against the
+canonical `critic_loss(D(real), D(fake)) + penalty` with double backward. Same weights and
+data for both providers.
 
     pytest benchmarks/bench_models.py --benchmark-json=benchmarks/results/<name>.json
     python benchmarks/bench_models.py [ROUNDS]   # round-robin medians, robust on a busy machine
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import DEVICE, synchronize  # noqa: E402
 from plain_models import plain_twin  # noqa: E402
 
-from genmodels.gan import gradient_penalty  # noqa: E402
+from genmodels.gan import critic_objective  # noqa: E402
 from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses  # noqa: E402
 
 BATCH = 64
@@ -90,14 +93,19 @@ def _gan_step(model: DCGAN, x, provider: str):
     G, D = model.generator, model.discriminator
     opt_g, opt_d = _adam(G.parameters()), _adam(D.parameters())
     real = model.to_unit(x)
-    penalty = canonical_penalty if provider == "recipe" else gradient_penalty
+
+    def critic(fake):
+        if provider == "genmodels":  # what `genmodels train dcgan` runs
+            return critic_objective(D, real, fake)
+        return gan_losses.critic_loss("wgan-gp", D(real), D(fake)) + canonical_penalty(
+            D, real, fake
+        )
 
     def step():
         for _ in range(N_CRITIC):
             with torch.no_grad():
                 fake = G(model.latents(BATCH))
-            loss = gan_losses.critic_loss("wgan-gp", D(real), D(fake))
-            _update(loss + penalty(D, real, fake), opt_d)
+            _update(critic(fake), opt_d)
         _update(gan_losses.generator_loss("wgan-gp", D(G(model.latents(BATCH)))), opt_g)
 
     return step
@@ -147,9 +155,10 @@ def _median_ms(fn, rounds: int) -> float:
 
 
 def op_shares(rounds: int = 30) -> list[tuple[str, float, float]]:
-    """(what, genmodels op ms, recipe ms): forward + backward of the one piece in which the
-    VAE and the DCGAN step differ from their plain twins, at the step's own shapes. The
-    rest of those steps is the same convolutions for both."""
+    """(what, genmodels ms, recipe ms): the pieces in which the VAE and the DCGAN step
+    differ from their plain twins, at the step's own shapes (the op alone, forward +
+    backward; the DCGAN's whole critic step). The rest of those steps is the same
+    convolutions for both."""
     from genmodels.ops import gradient_penalty as penalty_op
     from genmodels.ops import reparameterize_kl
     from genmodels.recipes import reparameterize_kl_recipe
@@ -172,11 +181,31 @@ def op_shares(rounds: int = 30) -> list[tuple[str, float, float]]:
     def norm_recipe(g):
         return ((g.view(g.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
 
+    torch.manual_seed(0)
+    gan = DCGAN().to(DEVICE)
+    D, real = gan.discriminator, gan.to_unit(_levels(BATCH))
+    with torch.no_grad():
+        fake = gan.generator(gan.latents(BATCH))
+    opt_d = _adam(D.parameters())
+
+    def critic_step(recipe: bool):
+        def run():
+            if recipe:
+                loss = gan_losses.critic_loss("wgan-gp", D(real), D(fake))
+                loss = loss + canonical_penalty(D, real, fake)
+            else:
+                loss = critic_objective(D, real, fake)
+            _update(loss, opt_d)
+
+        return run
+
     return [
         ("VAE sampler (reparameterize + KL)", _median_ms(sampler(reparameterize_kl), rounds),
          _median_ms(sampler(reparameterize_kl_recipe), rounds)),
         ("DCGAN penalty on the input gradients", _median_ms(penalty(penalty_op), rounds),
          _median_ms(penalty(norm_recipe), rounds)),
+        ("DCGAN critic step (loss, penalty, backward, Adam)",
+         _median_ms(critic_step(False), rounds), _median_ms(critic_step(True), rounds)),
     ]  # fmt: skip
 
 

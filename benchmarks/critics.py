@@ -22,6 +22,9 @@ class DCGANCritic(nn.Module):
     def forward(self, x):
         return self.net(x).flatten()
 
+    def piecewise_linear_layers(self):
+        return list(self.net) if not isinstance(self.net[1], nn.ELU) else None
+
 
 def _activation(name: str) -> nn.Module:
     if name == "leaky_relu":

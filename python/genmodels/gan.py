@@ -10,6 +10,16 @@ Methods
 create_graph=True)``; the penalty of ``grads`` then back-propagates through the
 double-backward graph of ``D`` to its parameters.
 
+``method="piecewise-linear"`` (exact, first-order passes only) for critics made of Conv2d,
+Linear, ReLU and LeakyReLU layers (an ``nn.Sequential``, or the DCGAN critic without batch
+norm): inside each activation region such a critic is linear, so ``dP/dW_k`` is the outer
+product of the ordinary backward signal at layer k and the forward tangent of
+``v = dP/dg`` at its input (``genmodels._critic_chain`` has the derivation). One forward,
+one backward to the input, one tangent forward and one weight-gradient pass, no autograd
+graph: the same gradients as "autograd" up to rounding (tested in float64 to 1e-12).
+`critic_objective` runs the critic loss and the penalty through that pass together, over
+``[real; fake; points]`` at once.
+
 ``method="finite-difference"`` (first-order passes only). With ``P(theta) = sum_b f(||g_b||)``,
 ``g_b = grad_x D(x_b; theta)``, the chain rule gives
 
@@ -85,11 +95,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from genmodels import _critic_chain
 from genmodels.ops import _checks
 from genmodels.ops.gradient_penalty import gradient_penalty as _penalty_op
 
 KINDS = ("wgan-gp", "dragan", "r1", "r2")
-METHODS = ("autograd", "finite-difference")
+METHODS = ("autograd", "finite-difference", "piecewise-linear")
 DRAGAN_NOISE = ("normal", "uniform")
 DEFAULT_FD_STEP = 1e-3
 
@@ -298,8 +309,10 @@ def gradient_penalty(
             (``target`` does not apply to R1/R2).
         weight: lambda (gamma for R1/R2).
         one_sided: penalize only norms above ``target`` (WGAN-GP, DRAGAN).
-        method: "autograd" (exact, double backward) or "finite-difference" (first-order
-            passes only; see the module docstring for the estimator and its error).
+        method: "autograd" (exact, double backward), "piecewise-linear" (exact, first-order
+            passes, for Conv2d/Linear/ReLU/LeakyReLU chains; no critic_args, scaler or
+            autocast) or "finite-difference" (first-order passes only; see the module
+            docstring for the estimator and its error).
         fd_step: relative step of "finite-difference" (``h_b = fd_step * ||x_b||``).
         every, iteration: lazy regularization as in StyleGAN2: with ``every=k`` the
             penalty is computed when ``iteration % k == 0`` and multiplied by k, and is a
@@ -308,16 +321,11 @@ def gradient_penalty(
         generator: random generator for ``alpha`` and the DRAGAN noise.
         backend: backend of the penalty op (see ``genmodels.ops.gradient_penalty``).
     """
-    if not callable(D):
-        raise TypeError(f"D must be callable (a critic module or function), got {type(D).__name__}")
-    kind = _check_choice(kind, KINDS, "kind")
+    kind, weight, target, one_sided = _check_common(
+        D, real, fake, kind, weight, target, one_sided, alpha, noise, dragan_noise, dragan_c
+    )
     method = _check_choice(method, METHODS, "method")
-    dragan_noise = _check_choice(dragan_noise, DRAGAN_NOISE, "dragan_noise")
-    weight = _checks.check_real(weight, "weight")
-    target = _checks.check_real(target, "target")
-    one_sided = _checks.check_bool(one_sided, "one_sided")
     fd_step = _check_positive_real(fd_step, "fd_step")
-    dragan_c = _check_positive_real(dragan_c, "dragan_c")
     every = _checks.check_positive_int(every, "every")
     if not isinstance(critic_args, tuple):
         raise TypeError(f"critic_args must be a tuple, got {type(critic_args).__name__}")
@@ -326,6 +334,42 @@ def gradient_penalty(
         raise TypeError(f"critic_kwargs must be a dict, got {type(critic_kwargs).__name__}")
     if scaler is not None and not hasattr(scaler, "scale"):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    if method == "piecewise-linear":
+        layers = _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, real.device)
+    if every > 1:
+        if iteration is None or isinstance(iteration, bool) or not isinstance(iteration, int):
+            raise TypeError("every > 1 needs iteration (the int training step counter)")
+        if iteration % every != 0:
+            return real.new_zeros(())
+    elif iteration is not None and (isinstance(iteration, bool) or not isinstance(iteration, int)):
+        raise TypeError(f"iteration must be an int, got {type(iteration).__name__}")
+
+    x = penalty_points(real, fake, kind, alpha, noise, dragan_noise, dragan_c, generator)
+    penalty = _penalty_of(kind, weight * every, target, one_sided, backend)
+    if method == "autograd":
+        grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=True)
+        return penalty(grads)
+    if method == "piecewise-linear":
+        run = _critic_chain.Pass(layers, x)
+        rows = slice(0, x.shape[0])
+        value, v = _value_and_direction(penalty, run.backward(rows))
+        return _critic_chain.with_parameter_grads(value, run.parameter_grads(None, v, rows))
+    _warn_if_piecewise_linear(D)
+    grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=False)
+    return _finite_difference(D, x, grads, penalty, critic_args, critic_kwargs, fd_step)
+
+
+def _check_common(D, real, fake, kind, weight, target, one_sided, alpha, noise, dragan_noise,
+                  dragan_c):  # fmt: skip
+    """The checks gradient_penalty and critic_objective share; the normalized values."""
+    if not callable(D):
+        raise TypeError(f"D must be callable (a critic module or function), got {type(D).__name__}")
+    kind = _check_choice(kind, KINDS, "kind")
+    _check_choice(dragan_noise, DRAGAN_NOISE, "dragan_noise")
+    weight = _checks.check_real(weight, "weight")
+    target = _checks.check_real(target, "target")
+    one_sided = _checks.check_bool(one_sided, "one_sided")
+    _check_positive_real(dragan_c, "dragan_c")
     _check_batch_tensor(real, "real")
     if kind in ("wgan-gp", "r2"):
         if fake is None:
@@ -337,28 +381,124 @@ def gradient_penalty(
         _checks.check_like(noise, real, "noise", "real")
     if alpha is not None and kind not in ("wgan-gp", "dragan"):
         raise ValueError(f"alpha applies to kind='wgan-gp' or 'dragan', got kind={kind!r}")
-    if every > 1:
-        if iteration is None or isinstance(iteration, bool) or not isinstance(iteration, int):
-            raise TypeError("every > 1 needs iteration (the int training step counter)")
-        if iteration % every != 0:
-            return real.new_zeros(())
-    elif iteration is not None and (isinstance(iteration, bool) or not isinstance(iteration, int)):
-        raise TypeError(f"iteration must be an int, got {type(iteration).__name__}")
+    return kind, weight, target, one_sided
 
-    x = penalty_points(real, fake, kind, alpha, noise, dragan_noise, dragan_c, generator)
+
+def _penalty_of(kind: str, weight: float, target: float, one_sided: bool, backend: str):
+    """The penalty of the input gradients: weight * mean((||g|| - target)**2), or
+    weight / 2 * mean(||g||**2) for R1/R2."""
     if kind in ("r1", "r2"):
-        factor, target, one_sided = weight / 2 * every, 0.0, False
-    else:
-        factor = weight * every
+        weight, target, one_sided = weight / 2, 0.0, False
 
     def penalty(grads: Tensor) -> Tensor:
-        return factor * _penalty_op(
+        return weight * _penalty_op(
             grads, target=target, one_sided=one_sided, reduction="mean", backend=backend
         )
 
+    return penalty
+
+
+def _value_and_direction(penalty, grads: Tensor) -> tuple[Tensor, Tensor]:
+    """The penalty of `grads` (detached) and v = dP/dgrads."""
+    leaf = grads.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = penalty(leaf)
+        (v,) = torch.autograd.grad(value, leaf)
+    return value.detach(), v
+
+
+def _autocast_on(device: torch.device) -> bool:
+    return torch.is_autocast_enabled(device.type)
+
+
+def _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, device) -> list[nn.Module]:
+    layers = _critic_chain.chain_of(D)
+    if layers is None:
+        raise ValueError(
+            "method='piecewise-linear' needs D to be an nn.Sequential of Conv2d (zero "
+            "padding), Linear, ReLU, LeakyReLU, Flatten and Identity layers, or a module with "
+            "piecewise_linear_layers() (the DCGAN critic without batch norm); "
+            f"got {type(D).__name__}"
+        )
+    if critic_args or critic_kwargs:
+        raise ValueError("method='piecewise-linear' takes no critic_args or critic_kwargs")
+    if scaler is not None or _autocast_on(device):
+        raise ValueError("method='piecewise-linear' runs in full precision: no scaler or autocast")
+    return layers
+
+
+def wasserstein_critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    return fake_scores.mean() - real_scores.mean()
+
+
+def critic_objective(
+    D: Callable[..., Tensor],
+    real: Tensor,
+    fake: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor] = wasserstein_critic_loss,
+    *,
+    kind: str = "wgan-gp",
+    weight: float = 10.0,
+    target: float = 1.0,
+    alpha: Tensor | None = None,
+    noise: Tensor | None = None,
+    method: str = "auto",
+    one_sided: bool = False,
+    critic_args: tuple = (),
+    dragan_noise: str = "normal",
+    dragan_c: float = 10.0,
+    generator: torch.Generator | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """A critic step's objective, ``loss(D(real), D(fake)) + gradient_penalty(D, real, fake,
+    kind=kind, ...)``, as one scalar whose value is that sum and whose ``.backward()`` gives
+    the critic's parameter gradients. ``real`` and ``fake`` are detached.
+
+    ``method="piecewise-linear"`` (what ``"auto"`` picks when D is a piecewise-linear chain,
+    see ``_critic_chain.chain_of``, and there are no ``critic_args``): one forward pass over
+    ``[real; fake; points]``, one backward pass with unit output gradients, one tangent
+    pass over the points and one weight-gradient pass for the loss and the penalty
+    together; exact (the gradient of the canonical recipe up to rounding), no double
+    backward, no autograd graph. ``method="autograd"`` (what ``"auto"`` picks otherwise):
+    the two calls as written above. Both draw ``alpha`` and the DRAGAN noise the same way.
+    Under autocast, or with a GradScaler, call ``gradient_penalty`` yourself.
+    """
+    kind, weight, target, one_sided = _check_common(
+        D, real, fake, kind, weight, target, one_sided, alpha, noise, dragan_noise, dragan_c
+    )
+    method = _check_choice(method, ("auto", "autograd", "piecewise-linear"), "method")
+    if not callable(loss):
+        raise TypeError(f"loss must be callable (real scores, fake scores) -> scalar, got {loss!r}")
+    if fake is None:
+        raise ValueError("critic_objective needs fake samples: pass fake")
+    _checks.check_like(fake, real, "fake", "real")
+    if not isinstance(critic_args, tuple):
+        raise TypeError(f"critic_args must be a tuple, got {type(critic_args).__name__}")
+    if method == "auto":
+        fits = not critic_args and not _autocast_on(real.device) and real.shape[0] > 0
+        method = "piecewise-linear" if fits and _critic_chain.chain_of(D) else "autograd"
+    real, fake = real.detach(), fake.detach()
     if method == "autograd":
-        grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=True)
-        return penalty(grads)
-    _warn_if_piecewise_linear(D)
-    grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=False)
-    return _finite_difference(D, x, grads, penalty, critic_args, critic_kwargs, fd_step)
+        scores = loss(
+            _scores(D(real, *critic_args), real.shape[0]),
+            _scores(D(fake, *critic_args), fake.shape[0]),
+        )
+        return scores + gradient_penalty(
+            D, real, fake, kind=kind, weight=weight, target=target, alpha=alpha, noise=noise,
+            one_sided=one_sided, critic_args=critic_args, dragan_noise=dragan_noise,
+            dragan_c=dragan_c, generator=generator, backend=backend,
+        )  # fmt: skip
+    layers = _piecewise_linear_layers(D, critic_args, {}, None, real.device)
+    points = penalty_points(real, fake, kind, alpha, noise, dragan_noise, dragan_c, generator)
+    batch = real.shape[0]
+    run = _critic_chain.Pass(layers, torch.cat([real, fake, points]))
+    rows = slice(2 * batch, 3 * batch)
+    value, v = _value_and_direction(
+        _penalty_of(kind, weight, target, one_sided, backend), run.backward(rows)
+    )
+    scores = run.scores.detach().requires_grad_(True)
+    with torch.enable_grad():
+        critic_loss = loss(scores[:batch], scores[batch : 2 * batch])
+        (c,) = torch.autograd.grad(critic_loss, scores)
+    total = critic_loss.detach() + value.to(critic_loss.dtype)
+    return _critic_chain.with_parameter_grads(total, run.parameter_grads(c, v, rows))

@@ -92,6 +92,11 @@ class Discriminator(nn.Module):
         self.score = nn.Linear(features, 1)
         self.project = nn.Embedding(num_classes, features) if num_classes else None
 
+    def piecewise_linear_layers(self) -> list[nn.Module] | None:
+        """The layers as one chain, for genmodels.gan's first-order penalty gradients; None
+        when the projection (class conditioning) is on."""
+        return None if self.project is not None else [*self.features, self.score]
+
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """One score per image [B] for images in [-1, 1]."""
         h = self.features(x)
