@@ -4,9 +4,10 @@ bench_models.py.
 `plain_twin(model)` returns a deep copy of a genmodels model (same weights, same
 architecture) in which every genmodels kernel is replaced by the code users write today:
 masked convolutions become `F.conv2d(x, weight * mask)` with the mask in a buffer, the
-Gated PixelCNN unit becomes that convolution plus an eager gate, and the VAE's sampler
-becomes the eager reparameterization and KL. The DCGAN's difference is in its training
-step (the canonical penalty), see `bench_models.py`.
+Gated PixelCNN unit becomes that convolution plus an eager gate, dropout becomes
+`torch.nn.Dropout`, and the VAE's sampler becomes the eager reparameterization and KL.
+The DCGAN's difference is in its training step (the canonical penalty), see
+`bench_models.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genmodels.models import VAE, GatedPixelCNN, PixelCNN
-from genmodels.nn import GatedPixelCNNLayer, MaskedConv2d
+from genmodels.nn import Dropout, GatedPixelCNNLayer, MaskedConv2d
 from genmodels.ops import make_mask
 from genmodels.ops.masked_conv2d import gated_activation
 from genmodels.recipes import reparameterize_kl_recipe
@@ -41,6 +42,13 @@ class RecipeMaskedConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
 
 
+def recipe_dropout(module: nn.Module) -> nn.Module:
+    """torch's nn.Dropout in place of a genmodels Dropout (anything else is copied)."""
+    if not isinstance(module, Dropout):
+        return copy.deepcopy(module)
+    return nn.Dropout(module.p).train(module.training)
+
+
 class RecipeGatedLayer(nn.Module):
     """GatedPixelCNNLayer's forward with recipe convolutions and an eager gate."""
 
@@ -53,7 +61,7 @@ class RecipeGatedLayer(nn.Module):
         self.h_out = RecipeMaskedConv2d(layer.h_out)
         self.skip = RecipeMaskedConv2d(layer.skip)
         self.cond_v, self.cond_h = copy.deepcopy(layer.cond_v), copy.deepcopy(layer.cond_h)
-        self.dropout = copy.deepcopy(layer.dropout)
+        self.dropout = recipe_dropout(layer.dropout)
 
     def forward(self, v: Tensor, h: Tensor, y: Tensor | None = None):
         v_pre = self.conv_v(v)
@@ -82,6 +90,8 @@ def _swap(module: nn.Module) -> None:
             setattr(module, name, RecipeMaskedConv2d(child))
         elif isinstance(child, GatedPixelCNNLayer):
             setattr(module, name, RecipeGatedLayer(child))
+        elif isinstance(child, Dropout):
+            setattr(module, name, recipe_dropout(child))
         else:
             _swap(child)
 

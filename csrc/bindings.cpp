@@ -1,6 +1,7 @@
 // The genmodels._C module: one line per entry point.
 #include <torch/extension.h>
 
+#include "dropout/dropout.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "masked_conv2d/masked_conv2d.h"
 #include "reparameterize_kl/reparameterize_kl.h"
@@ -24,6 +25,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gradient_penalty_forward_cpu", &gm::gradient_penalty_forward_cpu);
   m.def("gradient_penalty_backward_cpu", &gm::gradient_penalty_backward_cpu);
   m.def("gradient_penalty_autograd_cpu", &gm::gradient_penalty_autograd_cpu);
+  m.def("dropout_forward_cpu", &gm::dropout_forward_cpu);
+  m.def("dropout_autograd_cpu", &gm::dropout_autograd);
 #ifdef WITH_CUDA
   m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
   m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);
@@ -32,5 +35,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("reparameterize_kl_backward_cuda", &gm::reparameterize_kl_backward_cuda);
   m.def("gradient_penalty_forward_cuda", &gm::gradient_penalty_forward_cuda);
   m.def("gradient_penalty_backward_cuda", &gm::gradient_penalty_backward_cuda);
+  m.def("dropout_forward_cuda", &gm::dropout_forward_cuda);
+  m.def("dropout_autograd_cuda", &gm::dropout_autograd);  // the same node
 #endif
 }

@@ -29,19 +29,30 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
+def philox_key(seed: int, offset: int) -> tuple[int, int, int, int]:
+    """(seed_lo, seed_hi, offset_lo, offset_hi): the kernels' scalar arguments for a stream."""
+    mask = 0xFFFFFFFF
+    return seed & mask, seed >> 32, offset & mask, offset >> 32
+
+
 @triton.jit
-def philox_normal(idx, seed_lo, seed_hi, offset_lo, offset_hi):
-    """Float32 normal of stream element `idx` (int64 tensor) for key (seed, offset)."""
-    g = idx >> 2
-    lane = idx & 3
+def philox_group(g, seed_lo, seed_hi, offset_lo, offset_hi):
+    """The four uint32 words of counter groups `g` (int64 tensor) for key (seed, offset)."""
     c0 = (g & 0xFFFFFFFF).to(tl.uint32)
     c1 = (g >> 32).to(tl.uint32)
-    zero = tl.zeros(idx.shape, tl.uint32)
+    zero = tl.zeros(g.shape, tl.uint32)
     c2 = zero + offset_lo.to(tl.uint32)
     c3 = zero + offset_hi.to(tl.uint32)
     k0 = zero + seed_lo.to(tl.uint32)
     k1 = zero + seed_hi.to(tl.uint32)
-    x0, x1, x2, x3 = philox4x32_10(c0, c1, c2, c3, k0, k1)
+    return philox4x32_10(c0, c1, c2, c3, k0, k1)
+
+
+@triton.jit
+def philox_normal(idx, seed_lo, seed_hi, offset_lo, offset_hi):
+    """Float32 normal of stream element `idx` (int64 tensor) for key (seed, offset)."""
+    lane = idx & 3
+    x0, x1, x2, x3 = philox_group(idx >> 2, seed_lo, seed_hi, offset_lo, offset_hi)
     radius_bits = tl.where(lane < 2, x0, x2)
     angle_bits = tl.where(lane < 2, x1, x3)
     u = ((radius_bits >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from genkernels._philox import philox_normal
+from genkernels._philox import philox_key, philox_normal
 from genkernels._utils import acc_dtype, row_tile, row_tiling
 
 
@@ -78,11 +78,6 @@ def _backward_kernel(
     tl.store(glv_ptr + base, grad_lv.to(glv_ptr.dtype.element_ty), mask=mask)
 
 
-def _key(seed: int, offset: int) -> tuple[int, int, int, int]:
-    mask = 0xFFFFFFFF
-    return seed & mask, seed >> 32, offset & mask, offset >> 32
-
-
 def forward(mu, logvar, eps, seed: int, offset: int, num_samples: int):
     mu, logvar = mu.contiguous(), logvar.contiguous()
     eps = eps.contiguous() if eps is not None else None
@@ -101,7 +96,7 @@ def forward(mu, logvar, eps, seed: int, offset: int, num_samples: int):
     grid = (triton.cdiv(rows, block_r) * n_chunks,)
     _forward_kernel[grid](
         mu, logvar, eps if eps is not None else mu, z, kl, part,
-        rows, cols, n_chunks, *_key(seed, offset), num_samples,
+        rows, cols, n_chunks, *philox_key(seed, offset), num_samples,
         HAS_EPS=eps is not None, SPLIT=split, ACC=acc_dtype(mu.dtype),
         BLOCK_R=block_r, BLOCK_C=block_c,
     )  # fmt: skip
@@ -123,7 +118,7 @@ def backward(grad_z, grad_kl, mu, logvar, eps, seed: int, offset: int, num_sampl
     grid = (triton.cdiv(rows, block_r) * n_chunks,)
     _backward_kernel[grid](
         grad_z, grad_kl, mu, logvar, eps if eps is not None else mu, grad_mu, grad_logvar,
-        rows, cols, n_chunks, *_key(seed, offset), num_samples,
+        rows, cols, n_chunks, *philox_key(seed, offset), num_samples,
         HAS_EPS=eps is not None, ACC=acc_dtype(mu.dtype),
         BLOCK_R=block_r, BLOCK_C=block_c,
     )  # fmt: skip

@@ -376,13 +376,15 @@ def test_reference_is_the_closed_form():
     torch.testing.assert_close(z[0], mu + eps[0] * var.sqrt())
 
 
-def test_compile_inductor_matches_eager(monkeypatch):
+# config.patch, not monkeypatch: monkeypatch finds no old value on torch's config module
+# and deletes the option when it undoes, which breaks every later compile in the session.
+@torch._inductor.config.patch(fallback_random=True)
+def test_compile_inductor_matches_eager():
     if not _native_cpu():
         pytest.skip("genmodels._C is not built")
     torch._dynamo.reset()
     # Inductor draws its own random numbers unless told to fall back to eager's; the
     # seed for the in-kernel noise is one such draw.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     mu, logvar = inputs((8, 10))
     mu.requires_grad_()
 

@@ -1,11 +1,14 @@
 #pragma once
 // The one noise definition of genmodels, torch-free so the CPU kernels and the CUDA
 // kernels share it. genkernels/_philox.py and genmodels/ops/_philox.py implement the
-// same stream, so every backend draws the same normals for one (seed, offset).
+// same stream, so every backend draws the same normals and dropout masks for one
+// (seed, offset).
 //
-// Element i of a noise tensor (row-major, all samples) takes lane i % 4 of
+// Element i of a noise tensor (row-major, all samples) or of a dropout mask (memory order)
+// takes word i % 4 of
 //   Philox4x32-10(key = (seed_lo, seed_hi), counter = (g_lo, g_hi, offset_lo, offset_hi)),
-// with g = i / 4, turned into four normals by two Box-Muller transforms.
+// with g = i / 4. Noise turns the four words into four normals by two Box-Muller
+// transforms; dropout drops element i iff (word >> 8) < threshold = round(p * 2^24).
 #include <cmath>
 #include <cstdint>
 
@@ -86,6 +89,19 @@ GM_HOST_DEVICE float philox_normal(const PhiloxKey& key, uint64_t idx) {
   const float radius = sqrtf(-2.0f * logf(uniform_open(radius_bits)));
   const float angle = 6.28318530717958648f * uniform_turns(angle_bits);
   return radius * ((lane & 1) ? sinf(angle) : cosf(angle));
+}
+
+// Dropout's threshold for p in [0, 1], computed once on the host: round(p * 2^24) with
+// ties to even (nearbyint in the default rounding mode, as Python's round), so that
+// P(drop) = p to within 2^-25.
+inline uint32_t dropout_threshold(double p) {
+  return static_cast<uint32_t>(std::nearbyint(p * 16777216.0));
+}
+
+// Dropout's test on element i's word: an integer comparison, so that every backend drops
+// the same elements.
+GM_HOST_DEVICE bool dropout_drops(uint32_t word, uint32_t threshold) {
+  return (word >> 8) < threshold;
 }
 
 }  // namespace genmodels

@@ -12,6 +12,7 @@
 #include "common/cpu_alloc.h"
 #include "common/cpu_chunks.h"
 #include "common/cpu_math.h"
+#include "common/cpu_tiles.h"
 #include "common/philox.h"
 #include "reparameterize_kl/reparameterize_kl.h"
 #include "reparameterize_kl/reparameterize_kl_checks.h"
@@ -112,16 +113,6 @@ GM_CPU_CLONES void finish_grad_tile(const float* g_sum, const float* g_noise, fl
     mu_to_grad_mu[i] = g_sum[i] + grad_kl * mu_to_grad_mu[i];
     sigma_to_grad_logvar[i] = 0.5f * (g_noise[i] * s + grad_kl * (s * s - 1.0f));
   }
-}
-
-template <typename scalar_t>
-inline void load_tile(const scalar_t* src, int64_t count, float* dst) {
-  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(src[i]);
-}
-
-template <typename scalar_t>
-inline void store_tile(const float* src, int64_t count, scalar_t* dst) {
-  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
 }
 
 // The [rows, cols] view of mu for `samples` samples.

@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 from genmodels.models._args import check_levels, check_positive, check_probability
 from genmodels.models._likelihood import to_unit
-from genmodels.nn import GatedPixelCNNLayer, MaskedConv2d
+from genmodels.nn import Dropout, GatedPixelCNNLayer, MaskedConv2d
 
 
-def _dropout(p: float) -> nn.Module:
+def _dropout(p: float, backend: str) -> nn.Module:
     # Per-element dropout never mixes positions, so the blocks stay causal.
-    return nn.Dropout(p) if p > 0 else nn.Identity()
+    return Dropout(p, backend=backend) if p > 0 else nn.Identity()
 
 
 class _Autoregressive(nn.Module):
@@ -119,7 +119,7 @@ class PixelCNN(_Autoregressive):
                 nn.ReLU(),
                 MaskedConv2d(h // 2, h // 2, 3, "B", **conv),
                 nn.ReLU(),
-                _dropout(dropout),
+                _dropout(dropout, backend),
                 MaskedConv2d(h // 2, h, 1, "B", **conv),
             )
             for _ in range(num_layers)

@@ -1,7 +1,8 @@
 """Drop-in nn.Module layers built on genmodels.ops."""
 
+from genmodels.nn.dropout import Dropout
 from genmodels.nn.gradient_penalty import GradientPenalty
 from genmodels.nn.masked_conv2d import GatedPixelCNNLayer, MaskedConv2d
 from genmodels.nn.reparameterize_kl import ReparameterizeKL
 
-__all__ = ["GatedPixelCNNLayer", "GradientPenalty", "MaskedConv2d", "ReparameterizeKL"]
+__all__ = ["Dropout", "GatedPixelCNNLayer", "GradientPenalty", "MaskedConv2d", "ReparameterizeKL"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from genmodels.nn.dropout import Dropout
 from genmodels.ops import _checks
 from genmodels.ops.masked_conv2d import (
     check_color_groups,
@@ -122,7 +123,7 @@ class GatedPixelCNNLayer(nn.Module):
         self.h_out = MaskedConv2d(channels, channels, 1, "B", **conv)
         self.skip = MaskedConv2d(channels, channels, 1, "B", **conv)
         # Per-element dropout keeps the causal structure (it never mixes positions).
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout, backend=backend) if dropout > 0 else nn.Identity()
         self.cond_v = self.cond_h = None
         if num_classes is not None:
             _checks.check_positive_int(num_classes, "num_classes")
