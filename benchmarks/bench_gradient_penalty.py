@@ -9,10 +9,8 @@
     forward + backward. extra_info holds the bytes the op must move, the achieved GB/s and
     the copy bandwidth measured on the same tensor (``dst.copy_(src)``).
 (b) ``test_critic_step``: one WGAN-GP critic step of a DCGAN critic (B=64): critic loss on
-    real and fake, the penalty, backward; the canonical eager recipe against each method
-    (``piecewise-linear`` for the penalty alone, ``critic-objective`` for
-    ``genmodels.gan.critic_objective``: loss and penalty in one first-order pass), lazy
-    regularization (every=4, amortized: use the mean) and a torch.compile-d critic with
+    real and fake, the penalty, backward; the canonical eager recipe against each method,
+    lazy regularization (every=4, amortized: use the mean) and a torch.compile-d critic with
     the first-order method. extra_info holds the step's peak memory: on CUDA
     torch.cuda.max_memory_allocated over the step, on CPU the peak of live tensor bytes
     in a torch.profiler trace with profile_memory=True (a separate, untimed step).
@@ -39,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from critics import DCGANCritic  # noqa: E402
 
 from genmodels import _backend  # noqa: E402
-from genmodels.gan import critic_objective, gradient_penalty  # noqa: E402
+from genmodels.gan import gradient_penalty  # noqa: E402
 from genmodels.nn import GradientPenalty  # noqa: E402
 from genmodels.ops import gradient_penalty as penalty_op  # noqa: E402
 
@@ -134,10 +132,7 @@ def test_op(benchmark, shape, impl, direction):
 
 # --- (b) the whole critic step -----------------------------------------------------------
 
-STEP_VARIANTS = [
-    "recipe", "autograd", "piecewise-linear", "critic-objective", "finite-difference",
-    "autograd-every4",
-]  # fmt: skip
+STEP_VARIANTS = ["recipe", "autograd", "piecewise-linear", "finite-difference", "autograd-every4"]
 if COMPILE:
     STEP_VARIANTS.append("finite-difference-compiled")
 
@@ -158,10 +153,6 @@ def make_step(variant: str, image_size: int, batch: int = 64):
             penalty = gradient_penalty(critic, real, fake, alpha=alpha, method="finite-difference")
             loss = penalty + critic(fake).mean() - critic(real).mean()
             loss.backward()
-            _sync()
-            return
-        if variant == "critic-objective":  # loss and penalty in one first-order pass
-            critic_objective(D, real, fake, alpha=alpha).backward()
             _sync()
             return
         loss = critic(fake).mean() - critic(real).mean()

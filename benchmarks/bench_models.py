@@ -8,9 +8,9 @@ Providers:
              WGAN-GP penalty (DCGAN)
 A step is forward, loss, backward and the Adam update on a batch of 64; for the DCGAN it
 is one WGAN-GP iteration: 2 critic steps (each drawing fakes from the generator) and one
-generator step, as `genmodels train dcgan` trains; its critic steps run
-`genmodels.gan.critic_objective` (loss and penalty in one first-order pass) against the
-canonical `critic_loss(D(real), D(fake)) + penalty` with double backward. Same weights and
+generator step, as `genmodels train dcgan` trains; its penalty is
+`genmodels.gan.gradient_penalty(method="auto")` (the exact first-order method on this
+piecewise-linear critic) against the canonical one with double backward. Same weights and
 data for both providers.
 
     pytest benchmarks/bench_models.py --benchmark-json=benchmarks/results/<name>.json
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import DEVICE, synchronize  # noqa: E402
 from plain_models import plain_twin  # noqa: E402
 
-from genmodels.gan import critic_objective  # noqa: E402
+from genmodels.gan import gradient_penalty  # noqa: E402
 from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses  # noqa: E402
 
 BATCH = 64
@@ -95,11 +95,10 @@ def _gan_step(model: DCGAN, x, provider: str):
     real = model.to_unit(x)
 
     def critic(fake):
+        loss = gan_losses.critic_loss("wgan-gp", D(real), D(fake))
         if provider == "genmodels":  # what `genmodels train dcgan` runs
-            return critic_objective(D, real, fake)
-        return gan_losses.critic_loss("wgan-gp", D(real), D(fake)) + canonical_penalty(
-            D, real, fake
-        )
+            return loss + gradient_penalty(D, real, fake, method="auto")
+        return loss + canonical_penalty(D, real, fake)
 
     def step():
         for _ in range(N_CRITIC):
@@ -190,11 +189,11 @@ def op_shares(rounds: int = 30) -> list[tuple[str, float, float]]:
 
     def critic_step(recipe: bool):
         def run():
+            loss = gan_losses.critic_loss("wgan-gp", D(real), D(fake))
             if recipe:
-                loss = gan_losses.critic_loss("wgan-gp", D(real), D(fake))
                 loss = loss + canonical_penalty(D, real, fake)
             else:
-                loss = critic_objective(D, real, fake)
+                loss = loss + gradient_penalty(D, real, fake, method="auto")
             _update(loss, opt_d)
 
         return run

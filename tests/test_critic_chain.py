@@ -1,14 +1,14 @@
 """The first-order exact penalty gradients of piecewise-linear critics
-(genmodels._critic_chain): gradient_penalty(method="piecewise-linear") and
-critic_objective against autograd's double backward."""
+(genmodels._critic_chain): gradient_penalty(method="piecewise-linear" and "auto") against
+autograd's double backward."""
 
 import pytest
 import torch
 from torch import nn
 
 from genmodels._critic_chain import chain_of
-from genmodels.gan import critic_objective, gradient_penalty
-from genmodels.models import DCGAN, gan_losses
+from genmodels.gan import gradient_penalty
+from genmodels.models import DCGAN
 
 KINDS = ["wgan-gp", "dragan", "r1", "r2"]
 
@@ -111,45 +111,34 @@ def test_penalty_empty_batch_is_like_autograd():
         assert torch.isfinite(g).all() and not g.any()
 
 
-def _non_saturating(real, fake):
-    return gan_losses.critic_loss("non-saturating", real, fake)
-
-
-def _lsgan(real, fake):
-    return gan_losses.critic_loss("lsgan", real, fake)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("make", CRITICS)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    "loss", [None, _non_saturating, _lsgan], ids=["wasserstein", "non-saturating", "lsgan"]
-)
-def test_objective_matches_loss_plus_penalty(kind, make, dtype, loss):
-    D, size = make(dtype)
-    real, fake = _data(dtype, size=size)
-    kwargs = {} if loss is None else {"loss": loss}
-    torch.manual_seed(11)
-    fused = critic_objective(D, real, fake, kind=kind, **kwargs)
-    torch.manual_seed(11)  # the same alpha / DRAGAN noise from the default generator
-    plain = critic_objective(D, real, fake, kind=kind, method="autograd", **kwargs)
-    _assert_same(D, fused, plain, **TOL[dtype])
-
-
-def test_objective_equals_the_canonical_recipe():
-    """Against the WGAN-GP step as Gulrajani et al. write it, with the same alpha."""
+def test_auto_takes_the_first_order_method_on_chains():
     D = _dcgan_critic(image_size=8)
-    real, fake = _data(torch.float64, batch=9, size=8)
-    alpha = torch.rand(9, dtype=torch.float64)
-    x = (alpha.view(-1, 1, 1, 1) * real + (1 - alpha.view(-1, 1, 1, 1)) * fake).requires_grad_()
-    (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-    recipe = D(fake).mean() - D(real).mean() + 10 * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
-    ours = critic_objective(D, real, fake, alpha=alpha)
-    _assert_same(D, ours, recipe, **TOL[torch.float64])
+    real, fake = _data(torch.float64, size=8)
+    alpha = torch.rand(7, dtype=torch.float64)
+    auto = gradient_penalty(D, real, fake, alpha=alpha, method="auto")
+    assert type(auto.grad_fn).__name__ == "_WithParameterGradsBackward"  # no double backward
+    _assert_same(D, auto, gradient_penalty(D, real, fake, alpha=alpha), **TOL[torch.float64])
 
 
-def test_objective_trains_like_autograd():
-    """Five Adam steps of both methods end at the same weights."""
+def test_auto_falls_back_to_autograd():
+    """A conditional critic (critic_args) and autocast take the double backward."""
+    torch.manual_seed(0)
+    D = DCGAN(hidden_channels=4, num_classes=3).discriminator.double()
+    assert chain_of(D) is None
+    real, fake = _data(torch.float64, batch=5, size=8, channels=1)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    alpha = torch.rand(5, dtype=torch.float64)
+    auto = gradient_penalty(D, real, fake, alpha=alpha, critic_args=(y,), method="auto")
+    plain = gradient_penalty(D, real, fake, alpha=alpha, critic_args=(y,))
+    _assert_same(D, auto, plain, **TOL[torch.float64])
+    chain = _dcgan_critic(image_size=8, channels=1).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gradient_penalty(chain, real.float(), fake.float(), method="auto")
+    assert type(out.grad_fn).__name__ != "_WithParameterGradsBackward"
+
+
+def test_trains_like_autograd():
+    """Five Adam steps of a WGAN-GP critic with either method end at the same weights."""
     weights = []
     for method in ("autograd", "piecewise-linear"):
         D = _dcgan_critic(image_size=8)
@@ -157,28 +146,26 @@ def test_objective_trains_like_autograd():
         g = torch.Generator().manual_seed(0)
         for step in range(5):
             real, fake = _data(torch.float64, batch=6, size=8, seed=step)
+            loss = D(fake).mean() - D(real).mean()
+            loss = loss + gradient_penalty(D, real, fake, method=method, generator=g)
             opt.zero_grad()
-            critic_objective(D, real, fake, method=method, generator=g).backward()
+            loss.backward()
             opt.step()
         weights.append(torch.cat([p.detach().flatten() for p in D.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-9, atol=1e-11)
 
 
-def test_objective_auto_falls_back_for_other_critics():
-    """A conditional critic takes critic_args: auto runs the autograd composition."""
-    torch.manual_seed(0)
-    model = DCGAN(hidden_channels=4, num_classes=3).double()
-    D = model.discriminator
-    assert chain_of(D) is None
-    real, fake = _data(torch.float64, batch=5, size=8, channels=1)
-    y = torch.tensor([0, 1, 2, 0, 1])
-    torch.manual_seed(2)
-    ours = critic_objective(D, real, fake, critic_args=(y,))
-    torch.manual_seed(2)
-    plain = (
-        D(fake, y).mean() - D(real, y).mean() + gradient_penalty(D, real, fake, critic_args=(y,))
-    )
-    _assert_same(D, ours, plain, **TOL[torch.float64])
+def test_equals_the_canonical_recipe():
+    """Against the WGAN-GP penalty as Gulrajani et al. write it, with the same alpha."""
+    D = _dcgan_critic(image_size=8)
+    real, fake = _data(torch.float64, batch=9, size=8)
+    alpha = torch.rand(9, dtype=torch.float64)
+    a = alpha.view(-1, 1, 1, 1)
+    x = (a * real + (1 - a) * fake).requires_grad_()
+    (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    recipe = 10 * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    ours = gradient_penalty(D, real, fake, alpha=alpha, method="piecewise-linear")
+    _assert_same(D, ours, recipe, **TOL[torch.float64])
 
 
 def test_chain_of():
@@ -208,22 +195,16 @@ def test_bad_inputs():
         gradient_penalty(not_a_chain.double(), real, fake, method="piecewise-linear")
     with pytest.raises(ValueError, match="critic_args"):
         gradient_penalty(D, real, fake, method="piecewise-linear", critic_args=(1,))
+    with pytest.raises(ValueError, match="scaler"):
+        gradient_penalty(
+            D, real, fake, method="piecewise-linear", scaler=torch.amp.GradScaler("cpu")
+        )
     with pytest.raises(ValueError, match="autocast"):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             gradient_penalty(D, real, fake, method="piecewise-linear")
     with pytest.raises(RuntimeError, match="one score per sample"):
         gradient_penalty(nn.Sequential(nn.Conv2d(2, 3, 3)).double(), real, fake,
                          method="piecewise-linear")  # fmt: skip
-    with pytest.raises(ValueError, match="method"):
-        critic_objective(D, real, fake, method="finite-difference")
-    with pytest.raises(TypeError, match="loss"):
-        critic_objective(D, real, fake, "wgan-gp")
-    with pytest.raises(ValueError, match="fake"):
-        critic_objective(D, real, None, kind="r1")
-    with pytest.raises(ValueError, match="kind"):
-        critic_objective(D, real, fake, kind="wgan")
-    with pytest.raises(RuntimeError, match="fake"):
-        critic_objective(D, real, fake[:3])
 
 
 def test_leaky_relu_slope_convention_at_zero():

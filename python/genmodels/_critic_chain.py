@@ -17,11 +17,6 @@ activation's slopes. That is one forward, one backward to the input, one tangent
 and one weight-gradient pass: what autograd's double backward computes too, minus the
 zeros it propagates back through the forward graph (activation second derivatives vanish
 almost everywhere) and minus the graph it records.
-
-The signals of a one-score-per-sample critic are linear in the output gradient, so a pass
-with unit output gradients serves any loss on the scores too: with c_i = dL/dD(x_i), the
-weight gradient of affine layer k over all rows is one call with input c * a_k + t_k (a_k
-its input; t_k zero outside the penalty rows) and output gradient b_k.
 """
 
 from __future__ import annotations
@@ -94,21 +89,13 @@ def _affine_input_grad(m: nn.Module, grad: Tensor, inp: Tensor) -> Tensor:
     return grad @ m.weight
 
 
-def _affine_param_grads(m: nn.Module, grad: Tensor, inp: Tensor, c: Tensor | None):
-    """(weight grad with input `inp`, bias grad of the signals scaled by `c`; zero for None)."""
+def _affine_weight_grad(m: nn.Module, grad: Tensor, inp: Tensor) -> Tensor:
     if isinstance(m, nn.Conv2d):
-        gw = aten.convolution_backward(
+        return aten.convolution_backward(
             grad, inp, m.weight, None, m.stride, m.padding, m.dilation, False, [0, 0],
             m.groups, [False, True, False],
         )[1]  # fmt: skip
-    else:
-        gw = grad.reshape(-1, grad.shape[-1]).t() @ inp.reshape(-1, inp.shape[-1])
-    if m.bias is None:
-        return gw, None
-    if c is None:
-        return gw, torch.zeros_like(m.bias)
-    dims = [0, *range(2, grad.dim())] if isinstance(m, nn.Conv2d) else list(range(grad.dim() - 1))
-    return gw, (grad * _rows(c, grad)).sum(dims)
+    return grad.reshape(-1, grad.shape[-1]).t() @ inp.reshape(-1, inp.shape[-1])
 
 
 def _activation_backward(m: nn.Module, grad: Tensor, pre: Tensor) -> Tensor:
@@ -116,10 +103,6 @@ def _activation_backward(m: nn.Module, grad: Tensor, pre: Tensor) -> Tensor:
     if isinstance(m, nn.LeakyReLU):
         return aten.leaky_relu_backward(grad, pre, m.negative_slope, False)
     return aten.threshold_backward(grad, pre, 0.0)
-
-
-def _rows(c: Tensor, like: Tensor) -> Tensor:
-    return c.view(c.shape[0], *([1] * (like.dim() - 1))).to(like.dtype)
 
 
 class Pass:
@@ -145,23 +128,16 @@ class Pass:
                 f"D must return one score per sample, its layers give shape {list(h.shape)}"
             )
         self.out_shape = h.shape
-        self.scores = h.reshape(self.rows)
 
-    def backward(self, points: slice) -> Tensor:
-        """Unit-output-gradient signals at every affine layer's output (kept), and the input
-        gradient of the rows `points` (returned)."""
-        first = next(i for i, m in enumerate(self.layers) if isinstance(m, _AFFINE))
+    def input_grad(self) -> Tensor:
+        """grad_x of sum_i D(x_i); keeps the signal at every affine layer's output."""
         self.signals: dict[int, Tensor] = {}
-        grad = self.scores.new_ones(self.out_shape)
+        grad = self.inputs[0].new_ones(self.out_shape)
         with torch.no_grad():
             for i in range(len(self.layers) - 1, -1, -1):
                 m, inp = self.layers[i], self.inputs[i]
-                if i < first:
-                    inp = inp[points]
                 if isinstance(m, _AFFINE):
                     self.signals[i] = grad
-                    if i == first:  # below it only the penalty rows need a gradient
-                        grad, inp = grad[points], inp[points]
                     grad = _affine_input_grad(m, grad, inp)
                 elif isinstance(m, _ACTIVATIONS):
                     grad = _activation_backward(m, grad, inp)
@@ -169,34 +145,21 @@ class Pass:
                     grad = grad.reshape(inp.shape)
         return grad
 
-    def parameter_grads(
-        self, c: Tensor | None, v: Tensor | None, points: slice
-    ) -> dict[Tensor, Tensor]:
-        """d/dtheta of sum_i c_i D(x_i) + v . grad_x D at the rows `points` (c=None: no
-        score term, and `points` are all the rows)."""
-        grads: dict[Tensor, Tensor] = {}
+    def penalty_grads(self, v: Tensor) -> dict[Tensor, Tensor]:
+        """d/dtheta of v . grad_x D (v held fixed), after `input_grad`."""
         last = max(i for i, m in enumerate(self.layers) if isinstance(m, _AFFINE))
-        t = v
+        grads: dict[Tensor, Tensor] = {}
+        t = v  # the tangent at the current layer's input
         with torch.no_grad():
-            for i, m in enumerate(self.layers):
-                inp = self.inputs[i]
+            for i, m in enumerate(self.layers[: last + 1]):
                 if isinstance(m, _AFFINE):
-                    if c is None:
-                        effective = t
-                    else:
-                        effective = inp * _rows(c, inp)
-                        if t is not None:
-                            effective[points] += t
-                    if t is not None:
-                        t = _affine(m, t, bias=False) if i < last else None
-                    gw, gb = _affine_param_grads(m, self.signals[i], effective, c)
-                    grads[m.weight] = gw
-                    if gb is not None:
-                        grads[m.bias] = gb
-                elif t is None:
-                    continue
+                    grads[m.weight] = _affine_weight_grad(m, self.signals[i], t)
+                    if m.bias is not None:
+                        grads[m.bias] = torch.zeros_like(m.bias)
+                    if i < last:
+                        t = _affine(m, t, bias=False)
                 elif isinstance(m, _ACTIVATIONS):
-                    t = _activation_backward(m, t, inp[points])
+                    t = _activation_backward(m, t, self.inputs[i])
                 else:
                     t = t.flatten(1)
         return grads

@@ -17,8 +17,8 @@ product of the ordinary backward signal at layer k and the forward tangent of
 ``v = dP/dg`` at its input (``genmodels._critic_chain`` has the derivation). One forward,
 one backward to the input, one tangent forward and one weight-gradient pass, no autograd
 graph: the same gradients as "autograd" up to rounding (tested in float64 to 1e-12).
-`critic_objective` runs the critic loss and the penalty through that pass together, over
-``[real; fake; points]`` at once.
+``method="auto"`` picks it whenever it applies (no critic_args, scaler or autocast), and
+"autograd" otherwise; `genmodels train dcgan` uses "auto".
 
 ``method="finite-difference"`` (first-order passes only). With ``P(theta) = sum_b f(||g_b||)``,
 ``g_b = grad_x D(x_b; theta)``, the chain rule gives
@@ -100,7 +100,7 @@ from genmodels.ops import _checks
 from genmodels.ops.gradient_penalty import gradient_penalty as _penalty_op
 
 KINDS = ("wgan-gp", "dragan", "r1", "r2")
-METHODS = ("autograd", "finite-difference", "piecewise-linear")
+METHODS = ("autograd", "piecewise-linear", "finite-difference", "auto")
 DRAGAN_NOISE = ("normal", "uniform")
 DEFAULT_FD_STEP = 1e-3
 
@@ -311,8 +311,9 @@ def gradient_penalty(
         one_sided: penalize only norms above ``target`` (WGAN-GP, DRAGAN).
         method: "autograd" (exact, double backward), "piecewise-linear" (exact, first-order
             passes, for Conv2d/Linear/ReLU/LeakyReLU chains; no critic_args, scaler or
-            autocast) or "finite-difference" (first-order passes only; see the module
-            docstring for the estimator and its error).
+            autocast), "auto" (the first when it applies, else the second) or
+            "finite-difference" (first-order passes only; see the module docstring for the
+            estimator and its error).
         fd_step: relative step of "finite-difference" (``h_b = fd_step * ||x_b||``).
         every, iteration: lazy regularization as in StyleGAN2: with ``every=k`` the
             penalty is computed when ``iteration % k == 0`` and multiplied by k, and is a
@@ -334,6 +335,9 @@ def gradient_penalty(
         raise TypeError(f"critic_kwargs must be a dict, got {type(critic_kwargs).__name__}")
     if scaler is not None and not hasattr(scaler, "scale"):
         raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+    if method == "auto":
+        fits = not (critic_args or critic_kwargs or scaler) and not _autocast_on(real.device)
+        method = "piecewise-linear" if fits and _critic_chain.chain_of(D) else "autograd"
     if method == "piecewise-linear":
         layers = _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, real.device)
     if every > 1:
@@ -351,9 +355,8 @@ def gradient_penalty(
         return penalty(grads)
     if method == "piecewise-linear":
         run = _critic_chain.Pass(layers, x)
-        rows = slice(0, x.shape[0])
-        value, v = _value_and_direction(penalty, run.backward(rows))
-        return _critic_chain.with_parameter_grads(value, run.parameter_grads(None, v, rows))
+        value, v = _value_and_direction(penalty, run.input_grad())
+        return _critic_chain.with_parameter_grads(value, run.penalty_grads(v))
     _warn_if_piecewise_linear(D)
     grads = _input_grads(D, x, critic_args, critic_kwargs, scaler, create_graph=False)
     return _finite_difference(D, x, grads, penalty, critic_args, critic_kwargs, fd_step)
@@ -361,7 +364,7 @@ def gradient_penalty(
 
 def _check_common(D, real, fake, kind, weight, target, one_sided, alpha, noise, dragan_noise,
                   dragan_c):  # fmt: skip
-    """The checks gradient_penalty and critic_objective share; the normalized values."""
+    """gradient_penalty's checks of the critic, the batches and the penalty's settings."""
     if not callable(D):
         raise TypeError(f"D must be callable (a critic module or function), got {type(D).__name__}")
     kind = _check_choice(kind, KINDS, "kind")
@@ -425,80 +428,3 @@ def _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, device) -> l
     if scaler is not None or _autocast_on(device):
         raise ValueError("method='piecewise-linear' runs in full precision: no scaler or autocast")
     return layers
-
-
-def wasserstein_critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    return fake_scores.mean() - real_scores.mean()
-
-
-def critic_objective(
-    D: Callable[..., Tensor],
-    real: Tensor,
-    fake: Tensor,
-    loss: Callable[[Tensor, Tensor], Tensor] = wasserstein_critic_loss,
-    *,
-    kind: str = "wgan-gp",
-    weight: float = 10.0,
-    target: float = 1.0,
-    alpha: Tensor | None = None,
-    noise: Tensor | None = None,
-    method: str = "auto",
-    one_sided: bool = False,
-    critic_args: tuple = (),
-    dragan_noise: str = "normal",
-    dragan_c: float = 10.0,
-    generator: torch.Generator | None = None,
-    backend: str = "auto",
-) -> Tensor:
-    """A critic step's objective, ``loss(D(real), D(fake)) + gradient_penalty(D, real, fake,
-    kind=kind, ...)``, as one scalar whose value is that sum and whose ``.backward()`` gives
-    the critic's parameter gradients. ``real`` and ``fake`` are detached.
-
-    ``method="piecewise-linear"`` (what ``"auto"`` picks when D is a piecewise-linear chain,
-    see ``_critic_chain.chain_of``, and there are no ``critic_args``): one forward pass over
-    ``[real; fake; points]``, one backward pass with unit output gradients, one tangent
-    pass over the points and one weight-gradient pass for the loss and the penalty
-    together; exact (the gradient of the canonical recipe up to rounding), no double
-    backward, no autograd graph. ``method="autograd"`` (what ``"auto"`` picks otherwise):
-    the two calls as written above. Both draw ``alpha`` and the DRAGAN noise the same way.
-    Under autocast, or with a GradScaler, call ``gradient_penalty`` yourself.
-    """
-    kind, weight, target, one_sided = _check_common(
-        D, real, fake, kind, weight, target, one_sided, alpha, noise, dragan_noise, dragan_c
-    )
-    method = _check_choice(method, ("auto", "autograd", "piecewise-linear"), "method")
-    if not callable(loss):
-        raise TypeError(f"loss must be callable (real scores, fake scores) -> scalar, got {loss!r}")
-    if fake is None:
-        raise ValueError("critic_objective needs fake samples: pass fake")
-    _checks.check_like(fake, real, "fake", "real")
-    if not isinstance(critic_args, tuple):
-        raise TypeError(f"critic_args must be a tuple, got {type(critic_args).__name__}")
-    if method == "auto":
-        fits = not critic_args and not _autocast_on(real.device) and real.shape[0] > 0
-        method = "piecewise-linear" if fits and _critic_chain.chain_of(D) else "autograd"
-    real, fake = real.detach(), fake.detach()
-    if method == "autograd":
-        scores = loss(
-            _scores(D(real, *critic_args), real.shape[0]),
-            _scores(D(fake, *critic_args), fake.shape[0]),
-        )
-        return scores + gradient_penalty(
-            D, real, fake, kind=kind, weight=weight, target=target, alpha=alpha, noise=noise,
-            one_sided=one_sided, critic_args=critic_args, dragan_noise=dragan_noise,
-            dragan_c=dragan_c, generator=generator, backend=backend,
-        )  # fmt: skip
-    layers = _piecewise_linear_layers(D, critic_args, {}, None, real.device)
-    points = penalty_points(real, fake, kind, alpha, noise, dragan_noise, dragan_c, generator)
-    batch = real.shape[0]
-    run = _critic_chain.Pass(layers, torch.cat([real, fake, points]))
-    rows = slice(2 * batch, 3 * batch)
-    value, v = _value_and_direction(
-        _penalty_of(kind, weight, target, one_sided, backend), run.backward(rows)
-    )
-    scores = run.scores.detach().requires_grad_(True)
-    with torch.enable_grad():
-        critic_loss = loss(scores[:batch], scores[batch : 2 * batch])
-        (c,) = torch.autograd.grad(critic_loss, scores)
-    total = critic_loss.detach() + value.to(critic_loss.dtype)
-    return _critic_chain.with_parameter_grads(total, run.parameter_grads(c, v, rows))

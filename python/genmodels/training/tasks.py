@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genmodels.data import ImageDataset, Splits
-from genmodels.gan import critic_objective, gradient_penalty
+from genmodels.gan import gradient_penalty
 from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses
 from genmodels.models._likelihood import bits_per_dim
 
@@ -244,23 +243,16 @@ class DCGANTask(Task):
         real = model.to_unit(x)
         with autocast(x.device, amp):
             fake = net.generator(model.latents(len(x)), *cond).float()
-        if self.loss in gan_losses.PENALTY and not amp:
-            # One first-order pass for the loss and the penalty when the critic allows it
-            # (the same gradients as the double backward below, see genmodels.gan).
-            loss_d = critic_objective(
-                net.discriminator, real, fake.detach(), partial(gan_losses.critic_loss, self.loss),
-                kind=gan_losses.PENALTY[self.loss], critic_args=cond,
+            d_real = net.discriminator(real, *cond).float()
+            d_fake = net.discriminator(fake.detach(), *cond).float()
+            loss_d = gan_losses.critic_loss(self.loss, d_real, d_fake)
+        if self.loss in gan_losses.PENALTY:
+            # "auto": the first-order exact method when the critic is a piecewise-linear
+            # chain (no double backward), else the double backward; the same gradients.
+            loss_d = loss_d + gradient_penalty(
+                net.discriminator, real, fake.detach(), kind=gan_losses.PENALTY[self.loss],
+                critic_args=cond, scaler=scaler, method="auto",
             )  # fmt: skip
-        else:
-            with autocast(x.device, amp):
-                d_real = net.discriminator(real, *cond).float()
-                d_fake = net.discriminator(fake.detach(), *cond).float()
-                loss_d = gan_losses.critic_loss(self.loss, d_real, d_fake)
-            if self.loss in gan_losses.PENALTY:
-                loss_d = loss_d + gradient_penalty(
-                    net.discriminator, real, fake.detach(), kind=gan_losses.PENALTY[self.loss],
-                    critic_args=cond, scaler=scaler,
-                )  # fmt: skip
         _step(loss_d, optimizers["critic"], scaler)
         stats = {"loss": loss_d.item()}
         self.steps += 1
