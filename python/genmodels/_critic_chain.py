@@ -80,21 +80,23 @@ def _affine(m: nn.Module, h: Tensor, bias: bool = True) -> Tensor:
     return F.linear(h, m.weight, b)
 
 
+def _conv_backward(m: nn.Conv2d, grad: Tensor, inp: Tensor, which: int) -> Tensor:
+    """The input (which=0) or weight (which=1) gradient of convolution `m`."""
+    mask = [which == 0, which == 1, False]
+    return aten.convolution_backward(
+        grad, inp, m.weight, None, m.stride, m.padding, m.dilation, False, [0, 0], m.groups, mask
+    )[which]
+
+
 def _affine_input_grad(m: nn.Module, grad: Tensor, inp: Tensor) -> Tensor:
     if isinstance(m, nn.Conv2d):
-        return aten.convolution_backward(
-            grad, inp, m.weight, None, m.stride, m.padding, m.dilation, False, [0, 0],
-            m.groups, [True, False, False],
-        )[0]  # fmt: skip
+        return _conv_backward(m, grad, inp, 0)
     return grad @ m.weight
 
 
 def _affine_weight_grad(m: nn.Module, grad: Tensor, inp: Tensor) -> Tensor:
     if isinstance(m, nn.Conv2d):
-        return aten.convolution_backward(
-            grad, inp, m.weight, None, m.stride, m.padding, m.dilation, False, [0, 0],
-            m.groups, [False, True, False],
-        )[1]  # fmt: skip
+        return _conv_backward(m, grad, inp, 1)
     return grad.reshape(-1, grad.shape[-1]).t() @ inp.reshape(-1, inp.shape[-1])
 
 
