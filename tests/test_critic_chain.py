@@ -101,6 +101,18 @@ def test_penalty_odd_batches_and_layouts(batch):
     _assert_same(D, a, b, **TOL[torch.float64])
 
 
+def test_penalty_with_a_layer_used_twice():
+    torch.manual_seed(0)
+    shared = nn.Conv2d(2, 2, 3, padding=1)
+    D = nn.Sequential(shared, nn.LeakyReLU(0.2), shared, nn.ReLU(), nn.Flatten(),
+                      nn.Linear(2 * 10 * 10, 1)).double()  # fmt: skip
+    real, fake = _data(torch.float64)
+    alpha = torch.rand(7, dtype=torch.float64)
+    a = gradient_penalty(D, real, fake, alpha=alpha)
+    b = gradient_penalty(D, real, fake, alpha=alpha, method="piecewise-linear")
+    _assert_same(D, a, b, **TOL[torch.float64])
+
+
 def test_penalty_empty_batch_is_like_autograd():
     D = _mixed_critic()
     real, fake = _data(torch.float64, batch=0)

@@ -155,9 +155,11 @@ class Pass:
         with torch.no_grad():
             for i, m in enumerate(self.layers[: last + 1]):
                 if isinstance(m, _AFFINE):
-                    grads[m.weight] = _affine_weight_grad(m, self.signals[i], t)
+                    # Summed: a module may appear more than once in the chain.
+                    gw = _affine_weight_grad(m, self.signals[i], t)
+                    grads[m.weight] = grads[m.weight] + gw if m.weight in grads else gw
                     if m.bias is not None:
-                        grads[m.bias] = torch.zeros_like(m.bias)
+                        grads.setdefault(m.bias, torch.zeros_like(m.bias))
                     if i < last:
                         t = _affine(m, t, bias=False)
                 elif isinstance(m, _ACTIVATIONS):
