@@ -23,7 +23,8 @@ class DCGANCritic(nn.Module):
         return self.net(x).flatten()
 
     def piecewise_linear_layers(self):
-        return list(self.net) if not isinstance(self.net[1], nn.ELU) else None
+        # An ELU critic is refused by genmodels.gan itself (not piecewise linear).
+        return list(self.net)
 
 
 def _activation(name: str) -> nn.Module:
