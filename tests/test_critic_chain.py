@@ -9,6 +9,8 @@ from torch import nn
 from genmodels._critic_chain import chain_of
 from genmodels.gan import gradient_penalty
 from genmodels.models import DCGAN
+from genmodels.ops import make_mask
+from genmodels.models.dcgan import Discriminator
 
 KINDS = ["wgan-gp", "dragan", "r1", "r2"]
 
@@ -230,3 +232,184 @@ def test_leaky_relu_slope_convention_at_zero():
     a = gradient_penalty(D, real, fake)
     b = gradient_penalty(D, real, fake, method="piecewise-linear")
     _assert_same(D, a, b, **TOL[torch.float64])
+
+
+# --- critics the chain must not take: "auto" falls back, "piecewise-linear" refuses ------
+
+
+def _small_critic(first: nn.Module) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(first, nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 8 * 8, 1)).double()
+
+
+def _masked_critic():
+    from genmodels.nn import MaskedConv2d
+
+    return _small_critic(MaskedConv2d(1, 4, 3, "A", backend="reference")), "MaskedConv2d"
+
+
+def _spectral_norm_critic():
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    return _small_critic(spectral_norm(nn.Conv2d(1, 4, 3, padding=1))), "parametrizations"
+
+
+def _old_spectral_norm_critic():
+    return _small_critic(nn.utils.spectral_norm(nn.Conv2d(1, 4, 3, padding=1))), "pre_hooks"
+
+
+def _weight_norm_critic():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    return _small_critic(weight_norm(nn.Conv2d(1, 4, 3, padding=1))), "parametrizations"
+
+
+def _old_weight_norm_critic():
+    return _small_critic(nn.utils.weight_norm(nn.Conv2d(1, 4, 3, padding=1))), "pre_hooks"
+
+
+def _forward_hook_critic():
+    D = _small_critic(nn.Conv2d(1, 4, 3, padding=1))
+    D[1].register_forward_hook(lambda m, args, out: out * 2)
+    return D, "forward_hooks"
+
+
+def _backward_hook_critic():
+    D = _small_critic(nn.Conv2d(1, 4, 3, padding=1))
+    D[0].register_full_backward_hook(lambda m, gin, gout: (gin[0] * 3,))
+    return D, "backward_hooks"
+
+
+def _sequential_hook_critic():
+    D = _small_critic(nn.Conv2d(1, 4, 3, padding=1))
+    D.register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
+    return D, "forward_pre_hooks"
+
+
+class _ScaledSequential(nn.Sequential):
+    def forward(self, x):
+        return 3 * super().forward(x)
+
+
+def _sequential_subclass_critic():
+    torch.manual_seed(0)
+    D = _ScaledSequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 1)
+    )
+    return D.double(), "_ScaledSequential"
+
+
+class _DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def _linear_subclass_critic():
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                      _DoubledLinear(4 * 8 * 8, 1))  # fmt: skip
+    return D.double(), "_DoubledLinear"
+
+
+class _ShiftedCritic(Discriminator):
+    def forward(self, x, y=None):
+        return super().forward(x, y) + x.flatten(1).sum(1)
+
+
+def _overridden_dcgan_critic():
+    torch.manual_seed(0)
+    D = _ShiftedCritic(in_channels=1, hidden_channels=4, image_size=8, batch_norm=False)
+    return D.double(), "overrides"
+
+
+REFUSED = [
+    pytest.param(_masked_critic, id="masked-conv2d"),
+    pytest.param(_spectral_norm_critic, id="spectral-norm-parametrization"),
+    pytest.param(_old_spectral_norm_critic, id="spectral-norm-pre-hook"),
+    pytest.param(_weight_norm_critic, id="weight-norm-parametrization"),
+    pytest.param(_old_weight_norm_critic, id="weight-norm-pre-hook"),
+    pytest.param(_forward_hook_critic, id="forward-hook"),
+    pytest.param(_backward_hook_critic, id="backward-hook"),
+    pytest.param(_sequential_hook_critic, id="container-pre-hook"),
+    pytest.param(_sequential_subclass_critic, id="sequential-subclass"),
+    pytest.param(_linear_subclass_critic, id="linear-subclass"),
+    pytest.param(_overridden_dcgan_critic, id="critic-subclass-forward"),
+]
+
+
+def _penalty_and_grads(D, method, real, fake, alpha):
+    # A fresh D call each time: the old spectral_norm updates its vectors in every forward.
+    value = gradient_penalty(D, real, fake, alpha=alpha, method=method)
+    params = [p for p in D.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(value, params, allow_unused=True)
+    return value.detach(), grads
+
+
+@pytest.mark.parametrize("make", REFUSED)
+def test_auto_falls_back_on_critics_it_cannot_take(make):
+    D, reason = make()
+    real, fake = _data(torch.float64, batch=5, size=8, channels=1)
+    alpha = torch.rand(5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    state = {k: v.clone() for k, v in D.state_dict().items()}
+    expected, expected_grads = _penalty_and_grads(D, "autograd", real, fake, alpha)
+    D.load_state_dict(state)  # the old spectral_norm's power iteration moved on
+    auto, auto_grads = _penalty_and_grads(D, "auto", real, fake, alpha)
+    torch.testing.assert_close(auto, expected, rtol=1e-10, atol=1e-12)
+    for got, want in zip(auto_grads, expected_grads, strict=True):
+        assert (got is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert any(g is not None and g.abs().sum() > 0 for g in auto_grads)
+    with pytest.raises(ValueError, match=f"piecewise-linear.*{reason}"):
+        gradient_penalty(D, real, fake, alpha=alpha, method="piecewise-linear")
+
+
+def test_masked_critic_values_differ_from_its_unmasked_chain():
+    """The reproduction of the issue: the chain ran the unmasked convolution, 7.35 vs 6.18."""
+    D, _ = _masked_critic()
+    real, fake = _data(torch.float64, batch=5, size=8, channels=1)
+    alpha = torch.rand(5, dtype=torch.float64)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), *list(D)[1:]).double()
+    plain[0].load_state_dict(D[0].state_dict())
+    masked = gradient_penalty(D, real, fake, alpha=alpha, method="auto")
+    unmasked = gradient_penalty(plain, real, fake, alpha=alpha, method="auto")
+    assert not torch.allclose(masked, unmasked)
+    (gw,) = torch.autograd.grad(masked, D[0].weight)
+    mask = make_mask(4, 1, 3, "A", dtype=torch.float64)
+    assert not gw[mask == 0].any() and gw[mask == 1].abs().sum() > 0
+
+
+def test_global_module_hooks_make_auto_fall_back():
+    D = _mixed_critic()
+    real, fake = _data(torch.float64, batch=3)
+    handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: out)
+    try:
+        assert chain_of(D) is None
+        out = gradient_penalty(D, real, fake, method="auto")
+        assert type(out.grad_fn).__name__ != "_WithParameterGradsBackward"
+        with pytest.raises(ValueError, match="global module hooks"):
+            gradient_penalty(D, real, fake, method="piecewise-linear")
+    finally:
+        handle.remove()
+    assert chain_of(D) is not None
+
+
+def test_distributed_data_parallel_critic_is_refused_by_the_chain(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1
+    )
+    try:
+        D = nn.parallel.DistributedDataParallel(_mixed_critic())
+        real, fake = _data(torch.float64, batch=4)
+        alpha = torch.rand(4, dtype=torch.float64)
+        assert chain_of(D) is None
+        auto = gradient_penalty(D, real, fake, alpha=alpha, method="auto")
+        assert type(auto.grad_fn).__name__ != "_WithParameterGradsBackward"
+        plain = gradient_penalty(D.module, real, fake, alpha=alpha, method="autograd")
+        torch.testing.assert_close(auto, plain, rtol=1e-10, atol=1e-12)
+        with pytest.raises(ValueError, match="DistributedDataParallel"):
+            gradient_penalty(D, real, fake, method="piecewise-linear")
+    finally:
+        dist.destroy_process_group()

@@ -24,53 +24,139 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 aten = torch.ops.aten
 
 _AFFINE = (nn.Conv2d, nn.Linear)
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
+# Exact classes only: a subclass may override forward (genmodels.nn.MaskedConv2d masks its
+# weight there), and the chain would silently run the parent's computation instead.
+_LAYER_TYPES = (nn.Conv2d, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Flatten, nn.Identity)
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
 
 
-def _flatten(module: nn.Module) -> list[nn.Module] | None:
-    if isinstance(module, nn.Sequential):
+class NotAChain(ValueError):
+    """Why a critic is not a chain the first-order passes compute exactly."""
+
+
+def _describe(m: nn.Module, path: str) -> str:
+    return f"{path or 'D'} ({type(m).__name__})"
+
+
+def _check_module(m: nn.Module, path: str) -> None:
+    """Refuses a module whose call does more than its class's plain forward."""
+    if parametrize.is_parametrized(m):
+        names = ", ".join(m.parametrizations.keys())
+        raise NotAChain(f"{_describe(m, path)} has parametrizations ({names})")
+    hooks = [name.strip("_") for name in _HOOK_DICTS if getattr(m, name, None)]
+    if hooks:
+        raise NotAChain(f"{_describe(m, path)} has {' and '.join(hooks)} registered")
+    for name, p in m.named_parameters(recurse=False):
+        if type(p) is not nn.Parameter and type(p) is not torch.Tensor:
+            raise NotAChain(f"{_describe(m, path)}.{name} is a {type(p).__name__}")
+
+
+def _flatten(module: nn.Module, path: str) -> list[nn.Module]:
+    _check_module(module, path)
+    if type(module) is nn.Sequential:
         layers = []
-        for child in module:
-            inner = _flatten(child)
-            if inner is None:
-                return None
-            layers += inner
+        # Not named_children(): it skips a module that appears twice.
+        for name, child in module._modules.items():
+            layers += _flatten(child, f"{path}.{name}" if path else name)
         return layers
-    if isinstance(module, nn.Identity):
+    if type(module) not in _LAYER_TYPES:
+        raise NotAChain(
+            f"{_describe(module, path)} is not one of the layers the first-order passes "
+            "compute: exactly nn.Conv2d (zero padding), nn.Linear, nn.ReLU, nn.LeakyReLU, "
+            "nn.Flatten (start_dim=1) or nn.Identity, inside plain nn.Sequential containers"
+        )
+    if type(module) is nn.Identity:
         return []
-    if isinstance(module, nn.Conv2d):
+    if type(module) is nn.Conv2d:
         # "same"/"valid" strings and non-zero padding modes have no direct backward call.
         if isinstance(module.padding, str) or module.padding_mode != "zeros":
-            return None
-        return [module]
-    if isinstance(module, (nn.Linear, *_ACTIVATIONS)):
-        return [module]
-    if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
-        return [module]
-    return None
+            raise NotAChain(
+                f"{_describe(module, path)} has padding={module.padding!r}, "
+                f"padding_mode={module.padding_mode!r}; the chain takes int zero padding"
+            )
+    if type(module) is nn.Flatten and (module.start_dim, module.end_dim) != (1, -1):
+        raise NotAChain(f"{_describe(module, path)} flattens dims other than 1..-1")
+    return [module]
+
+
+def _declaring_class(D: nn.Module) -> type:
+    for cls in type(D).__mro__:
+        if "piecewise_linear_layers" in vars(cls):
+            return cls
+    return type(D)
+
+
+def find_chain(D: object) -> list[nn.Module]:
+    """The layers of `D` when it is a piecewise-linear chain; raises NotAChain saying which
+    module is not, and why.
+
+    Accepted: an ``nn.Sequential`` (nested ones too) of exactly Conv2d (zero padding),
+    Linear, ReLU, LeakyReLU, Flatten and Identity with at least one affine layer, or a
+    module whose ``piecewise_linear_layers()`` returns such a list (the DCGAN critic does),
+    and whose own class defines ``forward`` beside that method. Refused: subclasses of
+    those layers, parametrized modules (spectral_norm, weight_norm), modules with any
+    forward or backward hook (the old spectral_norm and weight_norm are pre-hooks), global
+    module hooks, parameters that are tensor subclasses, and DistributedDataParallel (its
+    gradient synchronisation lives in its own forward: pass it and "auto" uses autograd).
+    """
+    if not isinstance(D, nn.Module):
+        raise NotAChain(f"D is a {type(D).__name__}, not an nn.Module")
+    for name in _GLOBAL_HOOKS:
+        if getattr(torch.nn.modules.module, name, None):
+            raise NotAChain(f"global module hooks are registered ({name.strip('_')})")
+    if isinstance(D, nn.parallel.DistributedDataParallel):
+        raise NotAChain(
+            "D is wrapped in DistributedDataParallel, whose gradient synchronisation runs in "
+            "its own forward"
+        )
+    if type(D) is nn.Sequential:
+        layers = _flatten(D, "")
+    elif callable(getattr(D, "piecewise_linear_layers", None)):
+        owner = _declaring_class(D)
+        if type(D).forward is not owner.forward:
+            raise NotAChain(
+                f"{_describe(D, '')} overrides forward of {owner.__name__}, which declares "
+                "piecewise_linear_layers()"
+            )
+        _check_module(D, "")
+        found = D.piecewise_linear_layers()
+        if found is None:
+            raise NotAChain(f"{_describe(D, '')}.piecewise_linear_layers() returned None")
+        # Containers between D and the listed layers may carry hooks too.
+        for path, m in D.named_modules():
+            if m is not D:
+                _check_module(m, path)
+        layers = []
+        for i, m in enumerate(found):
+            layers += _flatten(m, f"piecewise_linear_layers()[{i}]")
+    else:
+        raise NotAChain(
+            f"{_describe(D, '')} is neither an nn.Sequential nor a module with "
+            "piecewise_linear_layers()"
+        )
+    if not any(isinstance(m, _AFFINE) for m in layers):
+        raise NotAChain("D has no Conv2d or Linear layer")
+    return layers
 
 
 def chain_of(D: object) -> list[nn.Module] | None:
-    """The layers of `D` when it is a piecewise-linear chain, else None.
-
-    Accepted: an ``nn.Sequential`` (nested ones too) of Conv2d (zero padding), Linear,
-    ReLU, LeakyReLU, Flatten and Identity with at least one affine layer, or a module whose
-    ``piecewise_linear_layers()`` returns such a list (the DCGAN critic does).
-    """
-    if isinstance(D, nn.Sequential):
-        layers = _flatten(D)
-    elif callable(getattr(D, "piecewise_linear_layers", None)):
-        found = D.piecewise_linear_layers()
-        layers = None if found is None else _flatten(nn.Sequential(*found))
-    else:
+    """The layers of `D` when it is a piecewise-linear chain (see `find_chain`), else None."""
+    try:
+        return find_chain(D)
+    except NotAChain:
         return None
-    if not layers or not any(isinstance(m, _AFFINE) for m in layers):
-        return None
-    return layers
 
 
 def _affine(m: nn.Module, h: Tensor, bias: bool = True) -> Tensor:

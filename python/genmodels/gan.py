@@ -17,8 +17,16 @@ product of the ordinary backward signal at layer k and the forward tangent of
 ``v = dP/dg`` at its input (``genmodels._critic_chain`` has the derivation). One forward,
 one backward to the input, one tangent forward and one weight-gradient pass, no autograd
 graph: the same gradients as "autograd" up to rounding (tested in float64 to 1e-10).
-``method="auto"`` picks it whenever it applies (no critic_args, scaler or autocast), and
-"autograd" otherwise; `genmodels train dcgan` uses "auto".
+``method="auto"`` picks it exactly when the chain computes what ``D(x)`` computes, and
+"autograd" otherwise: every module is exactly one of those classes (no subclass, so no
+``genmodels.nn.MaskedConv2d``) inside plain ``nn.Sequential`` containers, or the DCGAN
+critic's own ``piecewise_linear_layers()``; no parametrizations (``spectral_norm``,
+``weight_norm``), no forward or backward hooks on any module (the older
+``torch.nn.utils.spectral_norm``/``weight_norm`` are pre-hooks) and no global module hooks;
+no ``critic_args``, scaler or autocast; plain tensors; and not a ``DistributedDataParallel``
+wrapper (under torchrun `genmodels train dcgan` passes the wrapped critic, so it takes
+"autograd"). ``method="piecewise-linear"`` raises a ValueError naming the module it cannot
+take. `genmodels train dcgan` uses "auto".
 
 ``method="finite-difference"`` (first-order passes only). With ``P(theta) = sum_b f(||g_b||)``,
 ``g_b = grad_x D(x_b; theta)``, the chain rule gives
@@ -348,10 +356,17 @@ def gradient_penalty(
     if alpha is not None and kind not in ("wgan-gp", "dragan"):
         raise ValueError(f"alpha applies to kind='wgan-gp' or 'dragan', got kind={kind!r}")
     if method == "auto":
-        fits = not (critic_args or critic_kwargs or scaler) and not _autocast_on(real.device)
-        method = "piecewise-linear" if fits and _critic_chain.chain_of(D) else "autograd"
-    if method == "piecewise-linear":
-        layers = _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, real.device)
+        try:
+            layers = _piecewise_linear_layers(
+                D, critic_args, critic_kwargs, scaler, real, fake, noise, alpha
+            )
+            method = "piecewise-linear"
+        except _critic_chain.NotAChain:
+            method = "autograd"
+    elif method == "piecewise-linear":
+        layers = _piecewise_linear_layers(
+            D, critic_args, critic_kwargs, scaler, real, fake, noise, alpha
+        )
     if every > 1:
         if iteration is None or isinstance(iteration, bool) or not isinstance(iteration, int):
             raise TypeError("every > 1 needs iteration (the int training step counter)")
@@ -396,17 +411,26 @@ def _autocast_on(device: torch.device) -> bool:
     return torch.is_autocast_enabled(device.type)
 
 
-def _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, device) -> list[nn.Module]:
-    layers = _critic_chain.chain_of(D)
-    if layers is None:
-        raise ValueError(
-            "method='piecewise-linear' needs D to be an nn.Sequential of Conv2d (zero "
-            "padding), Linear, ReLU, LeakyReLU, Flatten and Identity layers, or a module with "
-            "piecewise_linear_layers() (the DCGAN critic without batch norm); "
-            f"got {type(D).__name__}"
-        )
-    if critic_args or critic_kwargs:
-        raise ValueError("method='piecewise-linear' takes no critic_args or critic_kwargs")
-    if scaler is not None or _autocast_on(device):
-        raise ValueError("method='piecewise-linear' runs in full precision: no scaler or autocast")
+def _piecewise_linear_layers(
+    D, critic_args, critic_kwargs, scaler, *tensors
+) -> list[nn.Module]:
+    """The chain of `D` when the first-order passes compute exactly what autograd would;
+    raises _critic_chain.NotAChain (a ValueError) naming what they cannot take."""
+    try:
+        layers = _critic_chain.find_chain(D)
+        if critic_args or critic_kwargs:
+            raise _critic_chain.NotAChain("critic_args or critic_kwargs are given")
+        if scaler is not None or _autocast_on(tensors[0].device):
+            raise _critic_chain.NotAChain("a scaler or autocast is in use (full precision only)")
+        for t in tensors:
+            if t is not None and type(t) is not torch.Tensor:
+                raise _critic_chain.NotAChain(f"an input is a {type(t).__name__}")
+    except _critic_chain.NotAChain as e:
+        raise _critic_chain.NotAChain(
+            f"method='piecewise-linear' cannot take this critic: {e}. It needs an "
+            "nn.Sequential of exactly Conv2d (zero padding), Linear, ReLU, LeakyReLU, "
+            "Flatten and Identity layers without hooks or parametrizations, or a module "
+            "with piecewise_linear_layers() (the DCGAN critic without batch norm); "
+            'method="autograd" takes any critic'
+        ) from None
     return layers
