@@ -9,8 +9,8 @@ from torch import nn
 from genmodels._critic_chain import chain_of
 from genmodels.gan import gradient_penalty
 from genmodels.models import DCGAN
-from genmodels.ops import make_mask
 from genmodels.models.dcgan import Discriminator
+from genmodels.ops import make_mask
 
 KINDS = ["wgan-gp", "dragan", "r1", "r2"]
 
@@ -397,9 +397,7 @@ def test_global_module_hooks_make_auto_fall_back():
 def test_distributed_data_parallel_critic_is_refused_by_the_chain(tmp_path):
     import torch.distributed as dist
 
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1
-    )
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
     try:
         D = nn.parallel.DistributedDataParallel(_mixed_critic())
         real, fake = _data(torch.float64, batch=4)

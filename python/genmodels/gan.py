@@ -411,9 +411,7 @@ def _autocast_on(device: torch.device) -> bool:
     return torch.is_autocast_enabled(device.type)
 
 
-def _piecewise_linear_layers(
-    D, critic_args, critic_kwargs, scaler, *tensors
-) -> list[nn.Module]:
+def _piecewise_linear_layers(D, critic_args, critic_kwargs, scaler, *tensors) -> list[nn.Module]:
     """The chain of `D` when the first-order passes compute exactly what autograd would;
     raises _critic_chain.NotAChain (a ValueError) naming what they cannot take."""
     try:
