@@ -65,7 +65,7 @@ def _conv_kernel(
                 if CENTER_MASKED and tap == (K // 2) * K + K // 2:
                     cm_off = ci[:, None]
                     cm = tl.load(cm_ptr + ca[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
-                    wa *= cm.to(wa.dtype)
+                    wa = tl.where(cm != 0, wa, 0.0)
                 acc_a = tl.dot(a, wa, acc_a, input_precision=PRECISION, out_dtype=ACC)
                 if GATED:
                     wb = tl.load(w_ptr + w_off + cb[None, :] * sw_o, mask=w_mask, other=0.0)
@@ -73,7 +73,7 @@ def _conv_kernel(
                         wb = wb.to(ACC)
                     if CENTER_MASKED and tap == (K // 2) * K + K // 2:
                         cm = tl.load(cm_ptr + cb[None, :] * CIN + cm_off, mask=w_mask, other=0.0)
-                        wb *= cm.to(wb.dtype)
+                        wb = tl.where(cm != 0, wb, 0.0)
                     acc_b = tl.dot(a, wb, acc_b, input_precision=PRECISION, out_dtype=ACC)
     out_mask = m_ok[:, None] & j_ok[None, :]
     if HAS_BIAS:
@@ -252,5 +252,5 @@ def _weight_grad(x_nhwc, g, weight, taps, cm):
     grad = part.sum(0)
     if cm is not None:
         c = (k // 2) * k + k // 2
-        grad[:, :, c] *= cm.to(acc)
+        grad[:, :, c] = torch.where(cm != 0, grad[:, :, c], 0)
     return grad.to(weight.dtype).view(c_out, c_in, k, k)

@@ -1,9 +1,13 @@
+import json
+import math
+
 import pytest
 import torch
 
 from genmodels.evaluation import frechet_distance, mode_coverage, precision_recall
 from genmodels.models import DCGAN, gan_losses
 from genmodels.training import TrainConfig, train
+from genmodels.training.restore import restore
 
 
 @pytest.mark.parametrize("size,channels", [(8, 1), (28, 1), (32, 3), (64, 3)])
@@ -96,9 +100,21 @@ def test_trainer_runs_a_gan(tmp_path, loss):
     cfg = TrainConfig(model="dcgan", epochs=1, loss=loss, out=str(tmp_path), progress=False,
                       model_kwargs={"hidden_channels": 8, "latent_dim": 8})  # fmt: skip
     metrics = train(cfg)
-    for key in ("fd", "precision", "recall", "classes_covered", "class_tv"):
-        assert key in metrics
-    assert 0 <= metrics["class_tv"] <= 0.9 and 1 <= metrics["classes_covered"] <= 10
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    for key in ("fd", "precision", "recall", "class_tv"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["fd"] > 0 and 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
+    # One epoch of training moved both networks away from their initialisation.
+    model, ckpt = restore(str(tmp_path), best=False)
+    torch.manual_seed(cfg.seed)
+    initial = DCGAN(**ckpt["model_config"])
+    for name in ("generator", "discriminator"):
+        trained = torch.cat([p.flatten() for p in getattr(model, name).parameters()])
+        start = torch.cat([p.flatten() for p in getattr(initial, name).parameters()])
+        assert trained.shape == start.shape and not torch.allclose(trained, start), name
+    # The coverage numbers are those of the model's own samples, not constants.
+    assert 1 <= metrics["classes_covered"] <= 10
+    assert metrics["class_tv"] >= (10 - metrics["classes_covered"]) / 10 - 1e-9
 
 
 def test_loss_option_is_for_gans_only(tmp_path):

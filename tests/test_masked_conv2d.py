@@ -292,9 +292,24 @@ def test_opcheck(backend):
     g = torch.randn(2, 6, 3, 4)
     torch.library.opcheck(_backward_op, (g, x.detach(), w.detach(), "B", 3, backend, True, True))
     torch.library.opcheck(_backward_op, (g, x.detach(), w.detach(), "B", 1, backend, False, True))
-    if backend == "triton":
-        a = torch.randn(2, 6, 1, 1, requires_grad=True)
-        torch.library.opcheck(_gated_op, (x, w, b, a, "HB", 3, backend))
+    a = torch.randn(2, 6, 1, 1, requires_grad=True)
+    torch.library.opcheck(_gated_op, (x, w, b, a, "HB", 3, backend))
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_gated_op_honours_its_backend(backend, monkeypatch):
+    """The torch.library gated op runs the backend it is given (it once ran Triton always)."""
+    from genmodels.ops import masked_conv2d as module
+
+    x, w, b = _inputs(2, 3, 6, 3, 4, 3, torch.float64)
+    a = torch.randn(2, 6, 1, 1, dtype=torch.float64)
+    calls = []
+    real = module._conv_kernel
+    monkeypatch.setattr(module, "_conv_kernel", lambda *args: calls.append(args[-1]) or real(*args))
+    y = module._gated_op(x, w, b, a, "HB", 3, backend)
+    expected = masked_conv2d_gated_reference(x, w, b, a, "HB", 3)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+    assert calls == (["native"] if backend == "native" else [])
 
 
 @pytest.mark.parametrize("backend", NATIVE)
@@ -396,7 +411,72 @@ def test_native_entry_checks(backend):
 
 
 def test_every_mask_type_is_tested():
-    assert set(MASK_TYPES) == {"A", "B", "VA", "VB", "HA", "HB"}
+    """The kernel case lists, not a literal, must cover every tap set the op accepts."""
+    assert {case[-1] for case in _NATIVE_CASES} == set(MASK_TYPES)
+    assert {case[-1] for case in _TRITON_CASES} == set(MASK_TYPES)
+    assert set(_NON_FINITE_CASES_MASKS) == set(MASK_TYPES)
+
+
+# --- non-finite values where the mask looks away ----------------------------------------
+
+_NON_FINITE_CASES = [
+    # (mask_type, color_groups, k)
+    ("A", 1, 7), ("B", 1, 3), ("A", 3, 3), ("B", 3, 5), ("VA", 1, 3), ("VB", 1, 3),
+    ("HA", 3, 3), ("HB", 1, 5), ("HB", 3, 3),
+]  # fmt: skip
+_NON_FINITE_CASES_MASKS = {case[0] for case in _NON_FINITE_CASES}
+
+
+def _dependencies(mask, groups, c_out, row, col, h, w, go):
+    """[C_in, H, W] bool: the inputs that output pixel (row, col) of group `go` reads."""
+    k = mask.shape[-1]
+    c = k // 2
+    per = c_out // groups
+    taps = mask[go * per : (go + 1) * per].amax(0).bool()  # [C_in, k, k]
+    dep = torch.zeros(mask.shape[1], h, w, dtype=torch.bool)
+    for ky in range(k):
+        for kx in range(k):
+            py, px = row + ky - c, col + kx - c
+            if 0 <= py < h and 0 <= px < w:
+                dep[:, py, px] |= taps[:, ky, kx]
+    return dep
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("mask_type,groups,k", _NON_FINITE_CASES)
+def test_non_finite_values_where_the_mask_looks_away(backend, bad, mask_type, groups, k):
+    """A NaN or Inf in a masked tap, or in an input pixel or channel that an output does not
+    read (a future pixel under mask A), has no influence on that output nor on the
+    gradients: every backend skips what the mask removes (the reference too)."""
+    c_in, c_out, h, w = 3 * groups, 2 * 3 * groups, 6, 7
+    x, weight, bias = _inputs(2, c_in, c_out, h, w, k, torch.float32)
+    mask = make_mask(c_out, c_in, k, mask_type, groups)
+    clean = masked_conv2d(x, weight, bias, mask_type=mask_type, color_groups=groups,
+                          backend=backend)  # fmt: skip
+    # Masked taps.
+    w_bad = torch.where(mask.bool(), weight, torch.full_like(weight, bad)).requires_grad_()
+    y = masked_conv2d(x, w_bad, bias, mask_type=mask_type, color_groups=groups, backend=backend)
+    torch.testing.assert_close(y, clean, rtol=1e-5, atol=1e-5)
+    (gw,) = torch.autograd.grad(y.sum(), w_bad)
+    assert torch.isfinite(gw).all() and not gw[mask == 0].any()
+    # Masked positions: everything output pixel (row, col) of group go does not read.
+    for go in range(groups):
+        row, col = 3, 4
+        dep = _dependencies(mask, groups, c_out, row, col, h, w, go)
+        x_bad = torch.where(dep, x, torch.full_like(x, bad)).requires_grad_()
+        wl = weight.clone().requires_grad_()
+        y = masked_conv2d(x_bad, wl, bias, mask_type=mask_type, color_groups=groups,
+                          backend=backend)  # fmt: skip
+        per = c_out // groups
+        out = y[:, go * per : (go + 1) * per, row, col]
+        torch.testing.assert_close(out, clean[:, go * per : (go + 1) * per, row, col],
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        gx, gw = torch.autograd.grad(out.sum(), (x_bad, wl))
+        # The weight gradient of a kept tap sums over every pixel (0 * NaN elsewhere is
+        # NaN, as in any convolution); a masked tap's is exactly zero all the same.
+        assert (gw[mask == 0] == 0).all()
+        assert torch.isfinite(gx).all() and not gx[:, ~dep].any()
 
 
 @pytest.mark.skipif(not _backend.triton_available("cuda")[0], reason="triton is not installed")

@@ -97,7 +97,7 @@ inline at::Tensor kept_taps(const at::Tensor& weight, const std::vector<int64_t>
   if (center_mask.has_value()) {
     const int64_t center = (k / 2) * k + k / 2;
     const auto pos = std::find(taps.begin(), taps.end(), center) - taps.begin();
-    w.select(2, pos).mul_(*center_mask);
+    w.select(2, pos).masked_fill_(center_mask->eq(0), 0);
   }
   return w;
 }
@@ -129,7 +129,7 @@ inline at::Tensor unpack_weight_grad(const at::Tensor& grad_wp, const at::Tensor
   if (center_mask.has_value()) {
     const int64_t center = (k / 2) * k + k / 2;
     const auto pos = std::find(taps.begin(), taps.end(), center) - taps.begin();
-    g.select(2, pos).mul_(*center_mask);
+    g.select(2, pos).masked_fill_(center_mask->eq(0), 0);
   }
   full.index_copy_(2, at::tensor(taps, weight.options().dtype(at::kLong)), g);
   return full.view({c_out, c_in, k, k});

@@ -95,8 +95,8 @@ inline bool rect_has_masked(const Rect& r, const std::vector<char>& kept, int64_
 }
 
 // Applies the mask to t [C_out, C_in, rows, cols], rectangle r of a weight or of its
-// gradient, in place: zeros the masked taps (a run of columns per row) and multiplies a
-// colour-group center by center_mask.
+// gradient, in place: zeros the masked taps (a run of columns per row) and the center's
+// masked channel pairs. Filled, not multiplied: a NaN or Inf there must not survive as 0 * NaN.
 inline void mask_rect(at::Tensor t, const Rect& r, const std::vector<char>& kept, int64_t k,
                       const std::optional<at::Tensor>& center_mask) {
   const int64_t c = k / 2;
@@ -113,7 +113,7 @@ inline void mask_rect(at::Tensor t, const Rect& r, const std::vector<char>& kept
     }
   }
   if (center_mask.has_value() && r.contains(c, c)) {
-    t.select(2, c - r.r0).select(2, c - r.c0).mul_(*center_mask);
+    t.select(2, c - r.r0).select(2, c - r.c0).masked_fill_(center_mask->eq(0), 0);
   }
 }
 

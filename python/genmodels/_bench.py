@@ -1,5 +1,6 @@
 """The speed table behind `genmodels bench`: each op's forward + backward against the
-plain-PyTorch recipe (genmodels.recipes) and torch.compile of it, at one size per op."""
+plain-PyTorch recipe (genmodels.recipes) and torch.compile of it, at one size per op.
+Every op in genmodels.ops.__all__ has a case here (tests/test_columns.py checks it)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,78 @@ def _masked_conv2d_case(k: int):
     return make
 
 
-CASES = [_reparameterize_kl_case, _masked_conv2d_case(7), _masked_conv2d_case(3)]
+def _masked_conv2d_gated_case(device: torch.device) -> Case:
+    batch, channels, size = (64, 128, 32) if device.type == "cuda" else (16, 64, 28)
+
+    def make_inputs(dev):
+        x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
+        w = torch.randn(2 * channels, channels, 3, 3, device=dev) * (channels * 9) ** -0.5
+        b = torch.zeros(2 * channels, device=dev)
+        grads = [torch.randn(batch, channels, size, size, device=dev)]
+        return [x, w.requires_grad_(), b.requires_grad_()], grads
+
+    mask = ops.make_mask(2 * channels, channels, 3, "B", 1, device=device)
+    return Case(
+        "masked_conv2d_gated 3x3 B",
+        f"{batch}x{channels}x{size}x{size}",
+        make_inputs,
+        lambda x, w, b: ops.masked_conv2d_gated(x, w, b, mask_type="B"),
+        lambda x, w, b: recipes.masked_conv2d_gated_recipe(x, w, b, mask),
+    )
+
+
+def _gate_case(device: torch.device) -> Case:
+    shape = (64, 256, 16, 16) if device.type == "cuda" else (64, 256, 8, 8)
+
+    def make_inputs(dev):
+        pre = torch.randn(*shape, device=dev, requires_grad=True)
+        out = (shape[0], shape[1] // 2, *shape[2:])
+        return [pre], [torch.randn(*out, device=dev)]
+
+    return Case("gate", "x".join(map(str, shape)), make_inputs, ops.gate, recipes.gate_recipe)
+
+
+def _gradient_penalty_case(device: torch.device) -> Case:
+    rows, cols = (4096, 4096) if device.type == "cuda" else (256, 12288)
+
+    def make_inputs(dev):
+        grads = torch.randn(rows, cols, device=dev, requires_grad=True)
+        return [grads], [torch.ones((), device=dev)]
+
+    return Case(
+        "gradient_penalty",
+        f"{rows}x{cols}",
+        make_inputs,
+        lambda g: ops.gradient_penalty(g),
+        recipes.gradient_penalty_recipe,
+    )
+
+
+def _dropout_case(device: torch.device) -> Case:
+    shape = (4096, 4096) if device.type == "cuda" else (64, 32, 28, 28)
+
+    def make_inputs(dev):
+        x = torch.randn(*shape, device=dev, requires_grad=True)
+        return [x], [torch.randn(*shape, device=dev)]
+
+    return Case(
+        "dropout p=0.2",
+        "x".join(map(str, shape)),
+        make_inputs,
+        lambda x: ops.dropout(x, 0.2),
+        lambda x: recipes.dropout_recipe(x, 0.2),
+    )
+
+
+CASES = [
+    _reparameterize_kl_case,
+    _masked_conv2d_case(7),
+    _masked_conv2d_case(3),
+    _masked_conv2d_gated_case,
+    _gate_case,
+    _gradient_penalty_case,
+    _dropout_case,
+]
 
 
 def _sync(device: torch.device) -> None:

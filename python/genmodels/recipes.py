@@ -32,3 +32,26 @@ def shifted_conv2d(x: Tensor, w_above: Tensor, w_row: Tensor, bias: Tensor | Non
     above = F.conv2d(F.pad(x, (c, c, c, 0)), w_above)[..., :h, :]
     row = F.conv2d(F.pad(x, (c, 0, 0, 0)), w_row, bias)[..., :w]
     return above + row
+
+
+def gradient_penalty_recipe(grads: Tensor, target: float = 1.0) -> Tensor:
+    """The WGAN-GP penalty term as Gulrajani et al.'s code computes it from the gradients."""
+    return ((grads.reshape(grads.size(0), -1).norm(2, dim=1) - target) ** 2).mean()
+
+
+def dropout_recipe(x: Tensor, p: float) -> Tensor:
+    """torch's dropout: a Bernoulli mask drawn into memory and kept for backward."""
+    return F.dropout(x, p, training=True)
+
+
+def gate_recipe(pre: Tensor) -> Tensor:
+    """The Gated PixelCNN activation as usually written: tanh of one half times the
+    sigmoid of the other."""
+    a, b = pre.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def masked_conv2d_gated_recipe(x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor):
+    """A Gated PixelCNN unit as usually written: the `weight * mask` convolution, then the
+    gate."""
+    return gate_recipe(masked_conv2d_recipe(x, weight, bias, mask))

@@ -163,20 +163,93 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _no_value(t: Tensor) -> Tensor:
+    """A zero scalar in `t`'s graph that reads none of its values (0 * t.sum() would turn
+    a NaN of t into a NaN of the result)."""
+    return t.reshape(-1)[:0].sum()
+
+
+def _center_input_ends(c_out: int, c_in: int, mask_type: str, color_groups: int):
+    """[(output channel slice, number of leading input channels the center feeds it)]."""
+    _, center = spatial_taps(1, mask_type)
+    if center == "on":
+        return [(slice(0, c_out), c_in)]
+    if center == "off":
+        return []
+    offset = 0 if _CENTER_RULE[mask_type] == "A" else 1
+    per_out, per_in = c_out // color_groups, c_in // color_groups
+    ends = [
+        (slice(g * per_out, (g + 1) * per_out), (g + offset) * per_in) for g in range(color_groups)
+    ]
+    return [(rows, end) for rows, end in ends if end > 0]
+
+
 def masked_conv2d_reference(
     x: Tensor, weight: Tensor, bias: Tensor | None, mask_type: str = "B", color_groups: int = 1
 ) -> Tensor:
-    """Dense convolution on weight * mask, accumulated in float32 or better."""
+    """The spec: for each kept tap, its [C_out, C_in] weights times the input shifted by
+    that tap (zero padding), summed, accumulated in float32 or better.
+
+    Masked taps, masked center channel pairs and the pixels only they would read are never
+    multiplied, so a NaN or Inf there has no influence at all (a dense convolution of
+    `weight * mask` turns it into 0 * NaN = NaN). Differentiable by autograd to any order.
+    """
     c_out, c_in, k, _ = weight.shape
     n, _, h, w = x.shape
-    if h == 0 or w == 0:  # F.conv2d rejects empty images; keep the autograd graph
-        y = x.new_zeros((n, c_out, h, w)) + 0 * weight.sum()
-        return y if bias is None else y + 0 * bias.sum()
     acc = _acc(x.dtype)
-    mask = make_mask(c_out, c_in, k, mask_type, color_groups, dtype=acc, device=x.device)
-    b = None if bias is None else bias.to(acc)
-    y = F.conv2d(x.to(acc), weight.to(acc) * mask, b, padding=k // 2)
+    xa, wa = x.to(acc), weight.to(acc)
+    y = xa.new_zeros((n, c_out, h, w)) + _no_value(wa) + _no_value(xa)
+    c = k // 2
+    taps, _ = spatial_taps(k, mask_type)
+    if h and w and n:
+        xp = F.pad(xa, (c, c, c, c))
+        for t in taps:
+            ky, kx = divmod(t, k)
+            shifted = xp[:, :, ky : ky + h, kx : kx + w]
+            y = y + torch.einsum("oi,nihw->nohw", wa[:, :, ky, kx], shifted)
+        center = []
+        for rows, end in _center_input_ends(c_out, c_in, mask_type, color_groups):
+            part = torch.einsum("oi,nihw->nohw", wa[rows, :end, c, c], xa[:, :end])
+            center.append((rows, part))
+        if center:
+            full = torch.zeros_like(y)
+            for rows, part in center:
+                full = full.index_add(1, torch.arange(rows.start, rows.stop, device=x.device), part)
+            y = y + full
+    if bias is not None:
+        y = y + bias.to(acc).view(1, -1, 1, 1)
     return y.to(x.dtype)
+
+
+@functools.cache
+def reads_masked_inputs(k: int, c_out: int, c_in: int, mask_type: str, color_groups: int) -> bool:
+    """Whether a kernel may multiply a masked position of x by a zero weight: a partial
+    center (colour groups) or a bounding-box cover of the kept taps (the native CPU and
+    CUDA rectangle paths) reads pixels or channels the mask removes."""
+    taps, partial = _tap_plan_cached(k, c_out, c_in, mask_type, color_groups)
+    if partial:
+        return True
+    if not taps:
+        return False
+    rows = [t // k for t in taps]
+    cols = [t % k for t in taps]
+    box = (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1)
+    return box != len(taps)
+
+
+def _has_non_finite(x: Tensor) -> bool:
+    # One reduction instead of isfinite(x).all(): a NaN or Inf anywhere makes the sum
+    # non-finite. A sum that only overflows sends a finite input to the exact (slower)
+    # reference, which is still the right result.
+    return not bool(
+        torch.isfinite(x.sum(dtype=torch.float32 if x.dtype != torch.float64 else None))
+    )
+
+
+def _kernel_would_leak(x: Tensor, weight: Tensor, mask_type: str, color_groups: int) -> bool:
+    """A kernel path must not see this input: it may read masked positions holding NaN/Inf."""
+    c_out, c_in, k, _ = weight.shape
+    return reads_masked_inputs(k, c_out, c_in, mask_type, color_groups) and _has_non_finite(x)
 
 
 def gated_activation(pre: Tensor, color_groups: int = 1) -> Tensor:
@@ -246,6 +319,9 @@ def _conv_backward_kernel(grad_out, x, weight, mask_type, color_groups, backend,
 def _op(
     x: Tensor, weight: Tensor, bias: Tensor | None, mask_type: str, color_groups: int, backend: str
 ) -> Tensor:
+    if _kernel_would_leak(x, weight, mask_type, color_groups):
+        y = masked_conv2d_reference(x, weight, bias, mask_type, color_groups)
+        return y.contiguous(memory_format=torch.channels_last)
     return _conv_kernel(x, weight, bias, mask_type, color_groups, backend)
 
 
@@ -278,7 +354,32 @@ def _(grad_out, x, weight, mask_type, color_groups, backend, need_input, need_we
     return gx, gw if need_weight else weight.new_empty((0,))
 
 
+def _reference_grads(ctx, reference, inputs, grad_out):
+    """Under create_graph=True: the gradients of `reference(*inputs)` by autograd, so they
+    are differentiable again (the kernels' backward builds no graph)."""
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
+    grads = [None] * len(inputs)
+    if wanted:
+        with torch.enable_grad():
+            out = reference(*inputs)
+            found = torch.autograd.grad(
+                out, [inputs[i] for i in wanted], grad_out, create_graph=True, allow_unused=True
+            )
+        for i, g in zip(wanted, found, strict=True):
+            grads[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return grads
+
+
 def _conv_grads(ctx, grad_out, x, weight, backward=_backward_op):
+    if torch.is_grad_enabled():
+        gx, gw = _reference_grads(
+            ctx,
+            lambda x, w: masked_conv2d_reference(x, w, None, ctx.mask_type, ctx.color_groups),
+            (x, weight),
+            grad_out,
+        )
+        gb = grad_out.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     gx = gw = None
     if need_x or need_w:
@@ -323,6 +424,8 @@ class _Eager(torch.autograd.Function):
 def _conv(x, weight, bias, mask_type, color_groups, backend):
     if torch.compiler.is_compiling():
         return _op(x, weight, bias, mask_type, color_groups, backend)
+    if _kernel_would_leak(x, weight, mask_type, color_groups):
+        return masked_conv2d_reference(x, weight, bias, mask_type, color_groups)
     if backend == "native":
         # The extension's own autograd node: no Python in the backward pass.
         taps, cm = tap_plan(weight, mask_type, color_groups)
@@ -340,7 +443,17 @@ def _gated_op(
     color_groups: int,
     backend: str,
 ) -> Tensor:
-    """Fused conv + bias + addend + gate (Triton); the pre-activation is never stored."""
+    """Conv + bias + addend + gate. Triton fuses all of it (the pre-activation is never
+    stored); the native backend runs its convolution kernel, then the gate."""
+    if backend == "reference" or _kernel_would_leak(x, weight, mask_type, color_groups):
+        y = masked_conv2d_gated_reference(x, weight, bias, addend, mask_type, color_groups)
+        return y.contiguous(memory_format=torch.channels_last)
+    if backend == "native":
+        pre = _conv_kernel(x, weight, bias, mask_type, color_groups, backend).to(_acc(x.dtype))
+        if addend is not None:
+            pre = pre + addend.to(pre.dtype)
+        y = gated_activation(pre, color_groups).to(x.dtype)
+        return y.contiguous(memory_format=torch.channels_last)
     taps, cm = tap_plan(weight, mask_type, color_groups)
     from genkernels import masked_conv2d as kernels
 
@@ -360,6 +473,16 @@ def _gated_setup_context(ctx, inputs, output):
 
 def _gated_backward(ctx, grad_out):
     x, weight, bias, addend = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        grads = _reference_grads(
+            ctx,
+            lambda x, w, b, a: masked_conv2d_gated_reference(
+                x, w, b, a, ctx.mask_type, ctx.color_groups
+            ),
+            (x, weight, bias, addend),
+            grad_out,
+        )
+        return (*grads, None, None, None)
     # Recompute the pre-activation (cheaper in memory than storing it), then the gate's
     # gradient in PyTorch, then the convolution's.
     with torch.enable_grad():

@@ -106,6 +106,15 @@ def _gradients(ctx, grad_z, grad_kl, backward):
         grad_z = mu.new_zeros((ctx.num_samples, *mu.shape))
     if grad_kl is None:
         grad_kl = mu.new_zeros((mu.shape[0],))
+    if torch.is_grad_enabled():
+        # create_graph=True: the kernels build no graph, so the gradients come from the
+        # reference by autograd (the same noise: eps, or the Philox stream of `seed`).
+        return (
+            *_reference_gradients(ctx, grad_z, grad_kl, mu, logvar, eps, seed),
+            None,
+            None,
+            None,
+        )
     grad_mu, grad_logvar = backward(
         grad_z, grad_kl, mu, logvar, eps, seed, ctx.num_samples, ctx.backend
     )
@@ -113,6 +122,23 @@ def _gradients(ctx, grad_z, grad_kl, backward):
     if eps is not None and ctx.needs_input_grad[2]:
         grad_eps = grad_z * torch.exp(0.5 * logvar.float()).to(logvar.dtype)
     return grad_mu, grad_logvar, grad_eps, None, None, None
+
+
+def _reference_gradients(ctx, grad_z, grad_kl, mu, logvar, eps, seed):
+    inputs = (mu, logvar, eps)
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
+    grads = [None, None, None]
+    if not wanted:
+        return grads
+    with torch.enable_grad():
+        z, kl = reparameterize_kl_reference(mu, logvar, eps, seed, ctx.num_samples)
+        found = torch.autograd.grad(
+            (z, kl), [inputs[i] for i in wanted], (grad_z, grad_kl), create_graph=True,
+            allow_unused=True,
+        )  # fmt: skip
+    for i, g in zip(wanted, found, strict=True):
+        grads[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return grads
 
 
 def _backward(ctx, grad_z, grad_kl):
