@@ -194,6 +194,10 @@ def masked_conv2d_reference(
     multiplied, so a NaN or Inf there has no influence at all (a dense convolution of
     `weight * mask` turns it into 0 * NaN = NaN). Differentiable by autograd to any order.
     """
+    if torch.is_autocast_enabled(x.device.type):
+        # The spec accumulates in float32 or better; autocast would run the einsums in half.
+        with torch.autocast(x.device.type, enabled=False):
+            return masked_conv2d_reference(x, weight, bias, mask_type, color_groups)
     c_out, c_in, k, _ = weight.shape
     n, _, h, w = x.shape
     acc = _acc(x.dtype)
