@@ -46,9 +46,7 @@ def _usage_error(argv, capsys) -> str:
         (["--binarize"], "binarize (--binarize) applies to mnist:DIR only, not 'digits'"),
     ],
 )
-def test_train_bad_flags_are_usage_errors_before_anything_is_written(
-    tmp_path, capsys, argv, words
-):
+def test_train_bad_flags_are_usage_errors_before_anything_is_written(tmp_path, capsys, argv, words):
     out = tmp_path / "run"
     line = _usage_error(["train", "vae", "--out", str(out), *argv], capsys)
     assert words in line
