@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ from genmodels import _backend
 from genmodels.ops import reparameterize_kl
 
 CPU = torch.device("cpu")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_backends_reports_every_kernel_family():
@@ -81,6 +84,93 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_cuda_kernels_are_not_available_without_a_cuda_device():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    report = genmodels.backends()
+    for name in ("native_cuda", "triton_cuda"):
+        assert report[name]["available"] is False, report[name]
+    if _backend._TRITON_ERROR is None:
+        assert report["triton_cuda"]["detail"].startswith("triton is installed, but ")
+
+
+def _import_genmodels(prelude: str, env_path: str | None = None) -> dict:
+    """native_cpu's entry of genmodels.backends() and the fallback warning, in a fresh
+    interpreter that first runs `prelude`."""
+    code = f"""
+import json, sys, warnings
+{prelude}
+import torch, genmodels
+from genmodels.ops import reparameterize_kl
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    reparameterize_kl(torch.randn(2, 3), torch.randn(2, 3))
+entry = genmodels.backends()["native_cpu"]
+entry["warnings"] = [str(w.message) for w in caught if "reference" in str(w.message)]
+entry["torch"] = torch.__version__
+print(json.dumps(entry))
+"""
+    env = dict(os.environ)
+    env.pop(_backend.ENV_VAR, None)
+    if env_path is not None:
+        env["PYTHONPATH"] = env_path
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_extension_built_against_another_torch_is_not_loaded():
+    entry = _import_genmodels(
+        "import types; sys.modules['genmodels._build_info'] = "
+        "types.SimpleNamespace(TORCH_VERSION='1.0.0')"
+    )
+    assert not entry["available"]
+    assert entry["detail"].startswith(
+        f"genmodels._C was built against torch 1.0.0, but torch {entry['torch']} is running"
+    )
+    assert "pip install --no-build-isolation -e ." in entry["detail"]
+    assert entry["warnings"] == [
+        f"genmodels: using the pure-PyTorch reference kernels: {entry['detail']}"
+    ]
+
+
+def test_extension_with_undefined_symbols_is_called_an_abi_mismatch():
+    finder = """
+class Broken:
+    def find_spec(self, name, path=None, target=None):
+        if name == "genmodels._C":
+            raise ImportError("/x/_C.so: undefined symbol: _ZN3c104impl3fooEv")
+sys.meta_path.insert(0, Broken())
+import types; sys.modules["genmodels._build_info"] = types.SimpleNamespace()
+"""
+    entry = _import_genmodels(finder)
+    assert not entry["available"]
+    assert entry["detail"].startswith(
+        f"genmodels._C does not match the running torch {entry['torch']} "
+        "(undefined symbol _ZN3c104impl3fooEv): it was compiled against another torch"
+    )
+    assert "pip install --no-build-isolation -e ." in entry["detail"]
+
+
+def test_missing_extension_is_not_called_a_circular_import(tmp_path):
+    # A copy of the package without _C, imported without the editable install's finder
+    # (which would find the checkout's _C): what a source tree that was never built sees.
+    source = os.path.dirname(genmodels.__file__)
+    shutil.copytree(
+        source,
+        tmp_path / "genmodels",
+        ignore=shutil.ignore_patterns("_C*.so", "_C*.pyd", "_build_info.py", "__pycache__"),
+    )
+    prelude = "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]"
+    entry = _import_genmodels(prelude, env_path=f"{tmp_path}{os.pathsep}{ROOT}")
+    assert not entry["available"]
+    assert "circular import" not in entry["detail"]
+    assert entry["detail"] == (
+        "genmodels._C is not built (no compiled extension next to genmodels/__init__.py); "
+        "install with `pip install --no-build-isolation -e .`"
+    )
 
 
 def test_explicit_backends_agree_through_public_function():

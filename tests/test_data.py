@@ -83,6 +83,38 @@ def test_mnist_errors_name_the_path(tmp_path):
         load(f"mnist:{tmp_path}")
 
 
+def test_mnist_corrupt_gzip_names_the_path(tmp_path):
+    _mnist(str(tmp_path), gz=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    images = np.zeros((30, 28, 28), dtype=np.uint8)
+    header = struct.pack(">HBBIII", 0, 8, 3, 30, 28, 28)
+    packed = bytearray(gzip.compress(header + images.tobytes()))
+    packed[12:16] = bytes(b ^ 0xFF for b in packed[12:16])  # a broken deflate stream
+    path.write_bytes(bytes(packed))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot be read as gzip"):
+        load(f"mnist:{tmp_path}")
+    _mnist(str(tmp_path), gz=True)
+    path.write_bytes(path.read_bytes()[:-20])  # cut short: EOFError inside gzip
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot be read as gzip"):
+        load(f"mnist:{tmp_path}")
+
+
+def test_mnist_header_shape_that_overflows_int64(tmp_path):
+    _mnist(str(tmp_path))
+    # 2^31 * 2^31 * 4 = 2^64 wraps to 0 in int64: the header alone would "match".
+    header = struct.pack(">HBBIII", 0, 8, 3, 2**31, 2**31, 4)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: 16 bytes, expected \d{20}"):
+        load(f"mnist:{tmp_path}")
+
+
+@pytest.mark.parametrize("spec", ["digits", "cifar10:DIR", "folder:DIR"])
+def test_binarize_is_refused_where_it_does_not_apply(tmp_path, spec):
+    _cifar(str(tmp_path))
+    with pytest.raises(ValueError, match="binarize.*mnist:DIR only"):
+        load(spec.replace("DIR", str(tmp_path)), binarize=True)
+
+
 def _cifar(directory, n=8):
     rng = np.random.default_rng(1)
     os.makedirs(directory, exist_ok=True)
@@ -119,6 +151,42 @@ def test_cifar10_errors(tmp_path):
         pickle.dump({b"data": Evil(), b"labels": []}, f)
     with pytest.raises(ValueError, match="refusing to load"):
         load_cifar10(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        (b"data", np.full((8, 3072), 773.2), "pixel values .* must be integers, got dtype float64"),
+        (b"data", np.full((8, 3072), -133), r"pixel values .* must lie in 0..255, got -133..-133"),
+        (b"data", np.full((8, 3072), 300, dtype=np.int16), "pixel values .* must lie in 0..255"),
+        (b"labels", [0, 1, 2, 3, 4, 5, 6, 10], r"labels .* must lie in 0..9, got 0..10"),
+        (b"labels", [-1, 1, 2, 3, 4, 5, 6, 7], r"labels .* must lie in 0..9, got -1..7"),
+        (b"labels", [0.5] * 8, "labels .* must be integers, got dtype float64"),
+    ],
+)
+def test_cifar10_values_out_of_range_are_refused_not_wrapped(tmp_path, key, value, words):
+    _cifar(str(tmp_path))
+    path = tmp_path / "data_batch_2"
+    with open(path, "rb") as f:
+        batch = pickle.load(f)
+    batch[key] = value
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)
+    with pytest.raises(ValueError, match=f"data_batch_2: {words}"):
+        load_cifar10(str(tmp_path))
+
+
+def test_cifar10_accepts_wider_integers_in_range(tmp_path):
+    _cifar(str(tmp_path))
+    path = tmp_path / "test_batch"
+    with open(path, "rb") as f:
+        batch = pickle.load(f)
+    batch[b"data"] = batch[b"data"].astype(np.int64)
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)
+    splits = load_cifar10(str(tmp_path))
+    assert splits.test.images.dtype == torch.uint8
+    assert torch.equal(splits.test.images.flatten(1), torch.from_numpy(batch[b"data"]).byte())
 
 
 def test_folder_of_images(tmp_path):

@@ -375,6 +375,8 @@ def test_bad_inputs():
     _bad(RuntimeError, "square", x, torch.randn(6, 3, 3, 5))
     _bad(ValueError, "color_groups", x, torch.randn(6, 3, 3, 3), color_groups=2)
     _bad(ValueError, "out_channels", x, torch.randn(5, 3, 3, 3), color_groups=3)
+    _bad(ValueError, "out_channels=0", x, torch.randn(0, 3, 3, 3))
+    _bad(ValueError, "in_channels=0", x[:, :0], torch.randn(6, 0, 3, 3))
     _bad(ValueError, "color_groups", x, w, color_groups=0)
     _bad(TypeError, "color_groups", x, w, color_groups=1.0)
     _bad(ValueError, "mask_type", x, w, mask_type="C")

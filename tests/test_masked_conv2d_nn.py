@@ -41,6 +41,7 @@ def test_masked_conv2d_no_bias_and_tuple_kernel():
         (dict(mask_type="C"), ValueError, "mask_type"),
         (dict(color_groups=2), ValueError, "color_groups"),
         (dict(in_channels=0), ValueError, "in_channels"),
+        (dict(out_channels=0), ValueError, "out_channels"),
     ],
 )
 def test_masked_conv2d_bad_arguments(kwargs, exc, match):

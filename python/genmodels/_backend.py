@@ -23,15 +23,52 @@ AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
     "dropout": ("native", "triton"),
 }
 
-try:
-    from genmodels import _C  # type: ignore[attr-defined]
+REBUILD = (
+    "rebuild it against the running torch in the genmodels source directory: "
+    "`pip install --no-build-isolation -e .` (a plain `pip install .` builds against "
+    "a freshly downloaded torch)"
+)
 
-    _C_ERROR: str | None = None
-except ImportError as exc:  # not built: every op still works through the reference
-    _C = None
-    _C_ERROR = (
-        f"genmodels._C is not built ({exc}); install with `pip install --no-build-isolation -e .`"
-    )
+
+def _load_extension(running: str = torch.__version__):
+    """(genmodels._C, None), or (None, why it cannot be used): every op then still runs
+    on the pure-PyTorch reference kernels."""
+    # importlib, not `from genmodels import _C`: that runs while genmodels/__init__ is
+    # still executing, and a missing submodule then reads "cannot import name '_C' from
+    # partially initialized module 'genmodels' (most likely due to a circular import)".
+    try:
+        # Written by setup.py next to _C: the torch the extension was compiled against.
+        built = importlib.import_module("genmodels._build_info").TORCH_VERSION
+    except (ImportError, AttributeError):
+        built = None  # built before the record existed, or the .so copied alone
+    if built is not None and built != running:
+        # torch's C++ ABI changes between versions: loading would fail on an undefined
+        # symbol at best.
+        return None, (
+            f"genmodels._C was built against torch {built}, but torch {running} is "
+            f"running; {REBUILD}"
+        )
+    try:
+        return importlib.import_module("genmodels._C"), None
+    except ModuleNotFoundError as exc:
+        if exc.name != "genmodels._C":
+            raise
+        return None, (
+            "genmodels._C is not built (no compiled extension next to genmodels/__init__.py); "
+            "install with `pip install --no-build-isolation -e .`"
+        )
+    except ImportError as exc:
+        text = str(exc)
+        if "undefined symbol" in text:
+            symbol = text.rsplit("undefined symbol:", 1)[-1].strip()
+            return None, (
+                f"genmodels._C does not match the running torch {running} (undefined symbol "
+                f"{symbol}): it was compiled against another torch; {REBUILD}"
+            )
+        return None, f"genmodels._C failed to load ({text}); {REBUILD}"
+
+
+_C, _C_ERROR = _load_extension()
 
 _warned_reference = False
 
@@ -81,10 +118,19 @@ def backends() -> dict[str, dict[str, object]]:
         "triton_cpu_interpreter": triton_available("cpu"),
     }.items():
         report[name] = {"available": ok, "detail": "ok" if ok else why}
-    if report["native_cuda"]["available"] and not torch.cuda.is_available():
-        report["native_cuda"]["detail"] = "built, but no CUDA device is visible"
-    if report["triton_cuda"]["available"] and not torch.cuda.is_available():
-        report["triton_cuda"]["detail"] = "installed, but no CUDA device is visible"
+    if not torch.cuda.is_available():
+        # Kernels that cannot run here are not available, whatever is installed.
+        device = (
+            "no CUDA device is visible"
+            if torch.version.cuda
+            else f"torch {torch.__version__} is built without CUDA"
+        )
+        for name, what in (
+            ("native_cuda", "built with CUDA"),
+            ("triton_cuda", "triton is installed"),
+        ):
+            if report[name]["available"]:
+                report[name] = {"available": False, "detail": f"{what}, but {device}"}
     return report
 
 

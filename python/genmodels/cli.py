@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
+
+from genmodels import _cli_checks
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -177,15 +180,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _cli_checks.check_args(args)
         return args.run(args)
-    except (FileNotFoundError, ValueError) as exc:
-        parser.error(str(exc))  # usage and the message, exit status 2
-    except RuntimeError as exc:
+    except KeyboardInterrupt:
+        print(_cli_checks.interrupted(args), file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
+    except Exception as exc:
+        if os.environ.get(_cli_checks.DEBUG_ENV, "0") not in ("", "0"):
+            raise
         from genmodels.training.rundir import RunError
 
         if isinstance(exc, RunError):
             print(f"genmodels: {exc}", file=sys.stderr)
             return 1
+        if isinstance(exc, (ValueError, OSError)):
+            # Bad arguments, data or files: usage and the message, exit status 2.
+            parser.error(_cli_checks.one_line(exc))
+        if isinstance(exc, RuntimeError):
+            # Mostly torch refusing something (memory, a device, a backend); a bug too.
+            print(
+                f"genmodels: error: {_cli_checks.one_line(exc)} "
+                f"({_cli_checks.DEBUG_ENV}=1 shows the traceback)",
+                file=sys.stderr,
+            )
+            return 2
         raise
 
 

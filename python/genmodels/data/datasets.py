@@ -75,15 +75,19 @@ def load(spec: str = "digits", *, binarize: bool = False) -> Splits:
     if not isinstance(spec, str):
         raise TypeError(f"data must be a string such as 'digits' or 'mnist:DIR', got {spec!r}")
     kind, _, path = spec.partition(":")
-    if kind == "digits" and not path:
-        return loaders.load_digits()
     readers = {
         "mnist": lambda p: loaders.load_mnist(p, binarize=binarize),
         "cifar10": loaders.load_cifar10,
         "folder": loaders.load_folder,
     }
-    if kind not in readers or not path:
+    digits = kind == "digits" and not path
+    if not digits and (kind not in readers or not path):
         raise ValueError(
             f"data must be 'digits', 'mnist:DIR', 'cifar10:DIR' or 'folder:DIR', got {spec!r}"
         )
+    if binarize and kind != "mnist":
+        # Binarizing means MNIST's 256 gray levels thresholded at 128 (see load_mnist).
+        raise ValueError(f"binarize (--binarize) applies to mnist:DIR only, not {spec!r}")
+    if digits:
+        return loaders.load_digits()
     return readers[kind](path)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
+import zlib
 
 import numpy as np
 import torch
@@ -51,14 +53,22 @@ def _find(directory: str, name: str, what: str) -> str:
 
 
 def _read_bytes(path: str) -> bytes:
-    try:
-        if path.endswith(".gz"):
+    if path.endswith(".gz"):
+        try:
             with gzip.open(path, "rb") as f:
                 return f.read()
+        except (OSError, EOFError, zlib.error) as exc:
+            # BadGzipFile (an OSError): not gzip; zlib.error: a corrupt stream;
+            # EOFError: a gzip file cut short.
+            reason = str(exc) or type(exc).__name__
+            raise ValueError(
+                f"{path}: cannot be read as gzip ({reason}; expected a gzipped IDX file)"
+            ) from exc
+    try:
         with open(path, "rb") as f:
             return f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ValueError(f"{path}: cannot be read ({exc})") from exc
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def read_idx(path: str, dims: int) -> np.ndarray:
@@ -73,9 +83,12 @@ def read_idx(path: str, dims: int) -> np.ndarray:
             f"(magic {raw[:4].hex()}, expected 000008{dims:02x})"
         )
     shape = struct.unpack(f">{dims}I", raw[4 : 4 + 4 * dims])
-    expected = int(np.prod(shape)) + 4 + 4 * dims
+    # Python integers: np.prod wraps around in int64 for a header such as 2^31 x 2^31 x 4.
+    expected = math.prod(shape) + 4 + 4 * dims
     if len(raw) != expected:
-        raise ValueError(f"{path}: {len(raw)} bytes, expected {expected} for shape {shape}")
+        raise ValueError(
+            f"{path}: {len(raw)} bytes, expected {expected} for the header's shape {shape}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -135,16 +148,34 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = _ArrayUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"labels"])
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(
             f"{path}: not a CIFAR-10 python batch "
             f"(a pickled dict with b'data' and b'labels'): {exc}"
         ) from exc
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise ValueError(f"{path}: expected data [N, 3072] and N labels, got {data.shape}")
-    return data.reshape(-1, 3, 32, 32), labels
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+        raise ValueError(
+            f"{path}: expected data [N, 3072] and N labels, "
+            f"got data {list(data.shape)} and labels {list(labels.shape)}"
+        )
+    # Casting would wrap silently (773 -> 5, -133 -> 123): only integers in range pass.
+    data = _integers_in_range(data, 0, 255, path, "pixel values (uint8)")
+    labels = _integers_in_range(labels, 0, 9, path, "labels (CIFAR-10 classes 0..9)")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _integers_in_range(values: np.ndarray, low: int, high: int, path: str, what: str):
+    if values.size == 0:
+        return values
+    if values.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {what} must be integers, got dtype {values.dtype}")
+    if values.size and (values.min() < low or values.max() > high):
+        raise ValueError(
+            f"{path}: {what} must lie in {low}..{high}, got {values.min()}..{values.max()}"
+        )
+    return values
 
 
 def load_cifar10(directory: str) -> Splits:

@@ -532,6 +532,12 @@ def _check_args(x, weight, bias, mask_type, color_groups):
             f"weight must be a 4-D [C_out, C_in, k, k] tensor, got shape {list(weight.shape)}"
         )
     c_out, c_in, kh, kw = weight.shape
+    if c_out < 1 or c_in < 1:
+        # torch's conv2d fails on 0 output channels deep inside a backend's kernel call.
+        raise ValueError(
+            f"weight must have at least 1 output and 1 input channel, got shape "
+            f"{list(weight.shape)} (out_channels={c_out}, in_channels={c_in})"
+        )
     if kh != kw:
         raise RuntimeError(f"weight must have a square kernel, got {kh}x{kw}")
     check_kernel_size(kh, "weight's kernel size")

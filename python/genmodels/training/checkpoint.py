@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import random
 
 import numpy as np
@@ -73,7 +74,56 @@ def save_checkpoint(obj: dict, path: str) -> None:
     atomic_write(path, buffer.getbuffer())
 
 
+# What every checkpoint written by genmodels.training holds (see loop._checkpoint).
+REQUIRED_KEYS = ("model_kind", "model_config", "config", "levels", "model")
+_EXPECTED = "expected a checkpoint.pt written by `genmodels train`"
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """The checkpoint at `path`, loaded with weights_only=True (tensors and plain containers
+    only: a pickle that would run code is refused, never executed). Anything else, a
+    truncated, empty or foreign file, raises ValueError naming the path."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: not a genmodels checkpoint ({_EXPECTED}; {_refusal(exc)})"
+        ) from exc
+    except (RuntimeError, OSError, EOFError, KeyError, IndexError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            raise  # it could not be opened: the message names the path and why
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({_EXPECTED}; {_damage(path, exc)})"
+        ) from exc
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: holds a {type(ckpt).__name__}, {_EXPECTED} (a dict)")
+    missing = [key for key in REQUIRED_KEYS if key not in ckpt]
+    if missing:
+        raise ValueError(
+            f"{path}: not a genmodels checkpoint ({_EXPECTED}; missing {', '.join(missing)})"
+        )
+    return ckpt
+
+
+def _damage(path: str, exc: BaseException) -> str:
+    """What torch.load's error says about a file that is not a torch zip archive."""
+    if os.path.getsize(path) == 0:
+        return "the file is empty"
+    if isinstance(exc, KeyError):  # the pickle reader on a text file
+        return f"unexpected content (KeyError {exc})"
+    if isinstance(exc, EOFError):
+        return "the data ends early (truncated)"
+    text = str(exc).strip()
+    # torch's zip reader errors go on with a paragraph of advice: the first sentence says it.
+    first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+    if "central directory" in first or isinstance(exc, OSError):
+        return f"truncated or corrupt: {first}"
+    return first
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """The line of torch's weights_only error that says what it refused to load."""
+    detail = [line for line in str(exc).splitlines() if "nsupported" in line]
+    return "torch.load(weights_only=True) refused it" + (f": {detail[0].strip()}" if detail else "")

@@ -21,7 +21,16 @@ def restore(path: str, map_location="cpu", best: bool = True) -> tuple[nn.Module
     kind = ckpt.get("model_kind")
     if kind not in TASKS:
         raise ValueError(f"{path}: unknown model kind {kind!r} (expected one of {sorted(TASKS)})")
-    model = TASKS[kind].model_class(**ckpt["model_config"])
     weights = ckpt["best_model"] if best and ckpt.get("best_model") else ckpt["model"]
-    model.load_state_dict(weights)
+    try:
+        model = TASKS[kind].model_class(**ckpt["model_config"])
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        # load_state_dict's message is a header line, then one line per mismatch.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = " ".join(lines[:2]) or type(exc).__name__
+        raise ValueError(
+            f"{path}: its weights and settings do not make a {kind} model ({detail}); "
+            "the checkpoint is damaged or was written by another genmodels version"
+        ) from exc
     return model.eval(), ckpt
