@@ -1,4 +1,6 @@
+import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -151,8 +153,11 @@ def test_torchrun_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 1
-    # Each rank ran half of the 1000 training images per epoch in batches of 64.
-    assert "epoch 1/1" in done.stdout
+    # Each rank ran half of the 1000 training images in batches of 64: 8 steps, not 16.
+    with open(run / "log.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["world_size"]) == 2 and int(row["steps"]) == math.ceil(500 / 64)
+    assert math.isfinite(float(row["train_loss"]))
 
 
 def test_interpolation_uses_the_data_the_model_was_trained_on(tmp_path):

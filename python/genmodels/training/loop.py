@@ -420,7 +420,7 @@ def run_epoch(run: Run, epoch: int) -> dict | None:
         f"epoch {epoch + 1}/{run.epochs}",
         task.num_batches(run.world, cfg.batch_size),
     )
-    losses, running = [], None
+    losses, running, step = [], None, 0
     for step, batch in enumerate(progress, 1):
         stats = task.train_step(run.net, model, batch, run.optimizers, run.scaler, cfg.amp)
         loss = stats["loss"]
@@ -461,8 +461,10 @@ def run_epoch(run: Run, epoch: int) -> dict | None:
     if draw:
         state["sampled_epoch"] = epoch + 1
     state["seconds"] += time.perf_counter() - start + run.unsaved_seconds
+    # steps: this rank's optimizer steps (each of `world` ranks takes as many on its shard).
     row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": lr, **scores,
-           "seconds": round(state["seconds"], 3)}  # fmt: skip
+           "seconds": round(state["seconds"], 3), "steps": step,
+           "world_size": run.world}  # fmt: skip
     if len(task.stages) > 1:
         row["stage"] = stage
     state["log"].append(row)
