@@ -55,9 +55,10 @@ def cached(model, n: int, y: Tensor | None, generator, *, backend: str = "auto",
 
     device = next(model.parameters()).device
     which = pixelcnn_sampling.resolve_backend(backend, device)
-    if which == "reference":
-        return cached_reference(model, n, y, generator, record)
-    return pixelcnn_sampling.sample(model, n, y, generator, backend=which, record=record)
+    if which == "native" and device.type == "cpu":
+        return pixelcnn_sampling.sample(model, n, y, generator, backend=which, record=record)
+    kernel = pixelcnn_sampling.position_kernel(which, device)
+    return cached_reference(model, n, y, generator, record, kernel=kernel)
 
 
 def draw(logits: Tensor, generator) -> Tensor:
@@ -218,8 +219,15 @@ class _Conv:
     """A masked convolution evaluated at single positions or single rows of a padded,
     whole-image input [n, C_in, H + 2c, W + 2c]."""
 
-    def __init__(self, conv: nn.Conv2d, acc: torch.dtype):
+    def __init__(self, conv: nn.Conv2d, acc: torch.dtype, kernel=None):
         c_out, c_in, k, _ = conv.weight.shape
+        self.run_at = None
+        if kernel is not None:
+            from genmodels.ops.pixelcnn_sampling import pack_dense
+
+            packed, runs = pack_dense(conv)
+            bias = None if conv.bias is None else conv.bias.detach()
+            self.run_at = lambda x, i, j: kernel(x, packed, bias, runs, i, j)
         w = conv.weight.detach().to(acc)
         if isinstance(conv, MaskedConv2d):
             mask = make_mask(c_out, c_in, k, conv.mask_type, conv.color_groups, dtype=acc,
@@ -230,6 +238,8 @@ class _Conv:
 
     def at(self, padded: Tensor, i: int, j: int) -> Tensor:
         """The output [n, C_out] at image position (i, j)."""
+        if self.run_at is not None:
+            return self.run_at(padded, i, j)
         window = padded[:, :, i : i + self.k, j : j + self.k]
         out = torch.einsum("bcyx,ocyx->bo", window, self.weight)
         return out if self.bias is None else out + self.bias
@@ -273,10 +283,13 @@ def class_rows(model, n: int, y: Tensor | None, device) -> Tensor | None:
     return y
 
 
-def cached_reference(model, n: int, y: Tensor | None, generator, record: bool = False):
+def cached_reference(model, n: int, y: Tensor | None, generator, record: bool = False,
+                     kernel=None):  # fmt: skip
     """(images, logits or None): the cached sampler in plain PyTorch, the spec of the
     native one. `record` also returns the logits each sub-pixel was drawn from, laid out
-    like `model(images)`'s [n, levels, C, H, W]."""
+    like `model(images)`'s [n, levels, C, H, W]. `kernel` (see
+    genmodels.ops.pixelcnn_sampling.position_kernel) replaces the einsum of each layer at
+    a position."""
     from genmodels.models.pixelcnn import PixelCNN
 
     p = next(model.parameters())
@@ -288,7 +301,8 @@ def cached_reference(model, n: int, y: Tensor | None, generator, record: bool = 
         if record
         else None
     )
-    net = (_PixelCNNSpec if isinstance(model, PixelCNN) else _GatedSpec)(model, n, y, acc)
+    spec = _PixelCNNSpec if isinstance(model, PixelCNN) else _GatedSpec
+    net = spec(model, n, y, lambda conv: _Conv(conv, acc, kernel))
     for i in range(size):
         net.start_row(i)
         for j in range(size):
@@ -303,11 +317,12 @@ def cached_reference(model, n: int, y: Tensor | None, generator, record: bool = 
 
 
 class _PixelCNNSpec:
-    def __init__(self, model, n, y, acc):
+    def __init__(self, model, n, y, conv):
+        acc = _acc(next(model.parameters()).dtype)
         device, size = model.input.weight.device, model.image_size
-        self.input = _Conv(model.input, acc)
-        self.blocks = [(_Conv(b[1], acc), _Conv(b[3], acc), _Conv(b[6], acc)) for b in model.blocks]
-        self.head = (_Conv(model.output[1], acc), _Conv(model.output[3], acc))
+        self.input = conv(model.input)
+        self.blocks = [(conv(b[1]), conv(b[3]), conv(b[6])) for b in model.blocks]
+        self.head = (conv(model.output[1]), conv(model.output[3]))
         y = class_rows(model, n, y, device)
         self.cls = None if y is None else model.class_bias(y).detach().to(acc)
         hidden = model.input.weight.shape[0] // 2
@@ -331,7 +346,8 @@ class _PixelCNNSpec:
 
 
 class _GatedSpec:
-    def __init__(self, model, n, y, acc):
+    def __init__(self, model, n, y, conv):
+        acc = _acc(next(model.parameters()).dtype)
         device, size = model.output[1].weight.device, model.image_size
         self.groups = model.color_groups
         y = class_rows(model, n, y, device)
@@ -340,12 +356,12 @@ class _GatedSpec:
             return None if table is None else table(y).detach().to(acc)
 
         self.layers = [
-            dict(v=_Conv(lay.conv_v, acc), h=_Conv(lay.conv_h, acc), vh=_Conv(lay.v_to_h, acc),
-                 out=_Conv(lay.h_out, acc), skip=_Conv(lay.skip, acc),
+            dict(v=conv(lay.conv_v), h=conv(lay.conv_h), vh=conv(lay.v_to_h),
+                 out=conv(lay.h_out), skip=conv(lay.skip),
                  cond_v=cond(lay.cond_v), cond_h=cond(lay.cond_h), residual=lay.residual)
             for lay in model.layers
         ]  # fmt: skip
-        self.head = (_Conv(model.output[1], acc), _Conv(model.output[3], acc))
+        self.head = (conv(model.output[1]), conv(model.output[3]))
         hidden = model.output[1].weight.shape[0]
         self.x = _Padded(n, model.in_channels, size, 3, acc, device)
         # layer l reads v and h of layer l - 1, padded by its own c
