@@ -130,7 +130,7 @@ def test_caches_are_freed(model_class, backend, monkeypatch):
     gc.collect()
     if backend == "native":
         assert len(refs) == 1 and refs[0]() is None
-    assert not [o for o in gc.get_objects() if isinstance(o, _sampling.SamplingCaches)]
+    assert not [o for o in gc.get_objects() if type(o) is _sampling.SamplingCaches]
     assert set(vars(model)) == attributes
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
@@ -214,3 +214,12 @@ def test_native_sampler_refuses_autograd_and_bad_packing():
     with pytest.raises(RuntimeError, match="cond"):
         call(name, x, None, ws, weights, biases, metas, torch.zeros(2, 5, dtype=torch.float64),
              4, None)  # fmt: skip
+
+
+@pytest.mark.skipif(not _backend.triton_available("cpu")[0], reason="needs TRITON_INTERPRET=1")
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_triton_position_kernel(model_class):
+    # The per-layer path of GPU tensors, its Triton kernel run by the interpreter.
+    for dtype in (torch.float64, torch.float32):
+        model = make(model_class, channels=3, size=2, classes=2, dtype=dtype)
+        check_exact(model, 2, torch.tensor([1, 0]), backend="triton", seeds=(0,))

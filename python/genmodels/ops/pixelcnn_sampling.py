@@ -39,7 +39,7 @@ OP = "pixelcnn_sampling"
 
 
 def resolve_backend(backend: object, device: torch.device) -> str:
-    """"native", "triton" or "reference" for a model on `device` (genmodels._backend rules)."""
+    """The backend ("native", "triton" or "reference") for a model on `device`."""
     return _backend.resolve(backend, OP, device)
 
 
