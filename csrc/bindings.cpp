@@ -4,6 +4,7 @@
 #include "dropout/dropout.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "masked_conv2d/masked_conv2d.h"
+#include "pixelcnn_sampling/pixelcnn_sampling.h"
 #include "reparameterize_kl/reparameterize_kl.h"
 
 namespace gm = genmodels;
@@ -27,6 +28,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gradient_penalty_autograd_cpu", &gm::gradient_penalty_autograd_cpu);
   m.def("dropout_forward_cpu", &gm::dropout_forward_cpu);
   m.def("dropout_autograd_cpu", &gm::dropout_autograd);
+  m.def("pixelcnn_sampling_workspace_cpu", &gm::pixelcnn_sampling_workspace_cpu);
+  m.def("pixelcnn_sampling_sample_cpu", &gm::pixelcnn_sampling_sample_cpu,
+        py::call_guard<py::gil_scoped_release>());
 #ifdef WITH_CUDA
   m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
   m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);
@@ -37,5 +41,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gradient_penalty_backward_cuda", &gm::gradient_penalty_backward_cuda);
   m.def("dropout_forward_cuda", &gm::dropout_forward_cuda);
   m.def("dropout_autograd_cuda", &gm::dropout_autograd);  // the same node
+  m.def("pixelcnn_sampling_conv_at_cuda", &gm::pixelcnn_sampling_conv_at_cuda);
 #endif
 }

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -72,8 +73,16 @@ def _sample(args: argparse.Namespace) -> int:
         kwargs = {"truncation": args.truncation} if args.truncation is not None else {}
         if kwargs and ckpt["model_kind"] != "dcgan":
             raise ValueError("--truncation applies to GANs only")
+        if args.method is not None:
+            if ckpt["model_kind"] not in ("pixelcnn", "gated-pixelcnn"):
+                raise ValueError("--method applies to the PixelCNNs only")
+            kwargs["method"] = args.method
+        start = time.perf_counter()
         images = model.sample(args.n, **kwargs)
+        seconds = time.perf_counter() - start
         nrow = None
+        print(f"sampled {len(images)} images in {seconds:.2f} s "
+              f"({len(images) / max(seconds, 1e-9):.1f} images/s)")  # fmt: skip
     save_grid(images, ckpt["levels"], args.out, nrow=nrow)
     print(f"wrote {len(images)} samples to {args.out}")
     return 0
@@ -159,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--truncation", type=float, help="GANs: truncate the latent at this radius")
+    sample.add_argument("--method", choices=("cached", "naive"),
+                        help="PixelCNNs: the sampler (default cached)")  # fmt: skip
     sample.add_argument(
         "--interpolate", action="store_true", help="latent interpolations (VAE, GAN)"
     )

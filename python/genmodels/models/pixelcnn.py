@@ -69,24 +69,43 @@ class _Autoregressive(nn.Module):
         return -F.cross_entropy(logits.float(), x.long(), reduction="none").flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | None = None, generator=None) -> Tensor:
-        """n images [n, C, H, W] drawn pixel by pixel and sub-pixel by sub-pixel."""
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        generator=None,
+        *,
+        method: str = "cached",
+        backend: str = "auto",
+    ) -> Tensor:
+        """n images [n, C, H, W] drawn pixel by pixel and sub-pixel by sub-pixel.
+
+        `method="cached"` (default) computes each layer at the new position only, from
+        caches of its input (genmodels.ops.pixelcnn_sampling); `method="naive"` re-runs
+        the network for every sub-pixel. Both draw the same images for the same
+        `generator` (up to float32 rounding of the logits). The cached sampler needs eval
+        mode when the model has dropout; a model it does not understand (hooks,
+        parametrizations, a subclass) is sampled naively, with a warning. `backend` picks
+        the cached sampler's kernels: "auto", "native", "triton" or "reference"."""
+        from genmodels.models import _sampling
+
+        _sampling.check_method(method)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
         device = next(self.parameters()).device
         if self.num_classes is not None and y is None:
             y = torch.arange(n, device=device) % self.num_classes
-        x = torch.zeros(
-            n, self.in_channels, self.image_size, self.image_size, dtype=torch.long, device=device
-        )
-        for i in range(self.image_size):
-            # Every layer only looks up or left, so row i's logits depend on rows <= i alone:
-            # the network runs on the image cut below row i (about half the work overall).
-            rows = x[:, :, : i + 1]
-            for j in range(self.image_size):
-                for c in range(self.in_channels):
-                    logits = self._logits(self._net(rows, y))[:, :, c, i, j]
-                    probs = logits.float().softmax(dim=1)
-                    x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        return x
+        if y is not None:
+            _sampling.check_labels(y, n, self.num_classes, device)
+        if n == 0:
+            size = self.image_size
+            return torch.zeros(0, self.in_channels, size, size, dtype=torch.long, device=device)
+        if method == "cached":
+            reason = _sampling.unsupported_reason(self)
+            if reason is None:
+                return _sampling.cached(self, n, y, generator, backend=backend)[0]
+            _sampling.fallback_warning(reason)
+        return _sampling.naive(self, n, y, generator)
 
 
 class PixelCNN(_Autoregressive):
