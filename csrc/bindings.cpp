@@ -1,10 +1,12 @@
 // The genmodels._C module: one line per entry point.
 #include <torch/extension.h>
 
+#include "diagonal_lstm/diagonal_lstm.h"
 #include "dropout/dropout.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "masked_conv2d/masked_conv2d.h"
 #include "reparameterize_kl/reparameterize_kl.h"
+#include "row_lstm/row_lstm.h"
 
 namespace gm = genmodels;
 
@@ -27,6 +29,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gradient_penalty_autograd_cpu", &gm::gradient_penalty_autograd_cpu);
   m.def("dropout_forward_cpu", &gm::dropout_forward_cpu);
   m.def("dropout_autograd_cpu", &gm::dropout_autograd);
+  m.def("row_lstm_forward_cpu", &gm::row_lstm_forward_cpu);
+  m.def("row_lstm_backward_cpu", &gm::row_lstm_backward_cpu);
+  m.def("diagonal_lstm_forward_cpu", &gm::diagonal_lstm_forward_cpu);
+  m.def("diagonal_lstm_backward_cpu", &gm::diagonal_lstm_backward_cpu);
 #ifdef WITH_CUDA
   m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
   m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);
@@ -37,5 +43,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gradient_penalty_backward_cuda", &gm::gradient_penalty_backward_cuda);
   m.def("dropout_forward_cuda", &gm::dropout_forward_cuda);
   m.def("dropout_autograd_cuda", &gm::dropout_autograd);  // the same node
+  m.def("row_lstm_forward_cuda", &gm::row_lstm_forward_cuda);
+  m.def("row_lstm_backward_cuda", &gm::row_lstm_backward_cuda);
+  m.def("diagonal_lstm_forward_cuda", &gm::diagonal_lstm_forward_cuda);
+  m.def("diagonal_lstm_backward_cuda", &gm::diagonal_lstm_backward_cuda);
 #endif
 }

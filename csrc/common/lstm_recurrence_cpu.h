@@ -1,0 +1,361 @@
+#pragma once
+// The CPU engine shared by the PixelRNN recurrences (row_lstm, diagonal_lstm).
+//
+// Both ops are LSTMs over image positions that run in steps: the positions of one step
+// (a row, an anti-diagonal) depend only on earlier steps, through `taps` state-to-state
+// taps (a position's source of tap t, or none) and one cell-state predecessor. An op
+// describes that geometry as a Plan; the engine runs it.
+//
+// State is kept in the accumulation type A (float for float16/bfloat16/float32, double
+// for float64) in position-major buffers [B, H*W, C] (h, c) and [B, H*W, 4C] (gate
+// pre-activations), so that every (batch, position) row of C or 4C channels is contiguous.
+// One step is
+//   col[N, taps*C]  <- the sources' h (zero where there is none), N = B * positions
+//   pre[N, 4C]      =  col @ Wt  (one GEMM, at::mm on preallocated buffers)
+//   cell            :  pre + gates_x + bias -> i, f, g, o; c = f c_prev + i g; h = o tanh(c)
+// Backward walks the steps in reverse. It keeps only h and c from the forward pass and
+// recomputes each step's gates with the same GEMM: saving the activated gates would take
+// 4C values per position instead of 2C, and the recompute is a third of backward's GEMMs.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "common/cpu_chunks.h"
+#include "common/cpu_math.h"
+
+namespace genmodels {
+
+struct LstmPlan {
+  int64_t positions = 0;  // H * W
+  int64_t taps = 0;
+  // Step s holds pos[step_begin[s] .. step_begin[s + 1]).
+  std::vector<int64_t> step_begin;
+  std::vector<int64_t> pos;       // flat position r * W + j
+  std::vector<int64_t> tap_src;   // [pos.size() * taps]: source position or -1
+  std::vector<int64_t> cell_src;  // [pos.size()]: cell predecessor or -1
+  int64_t steps() const { return static_cast<int64_t>(step_begin.size()) - 1; }
+  int64_t max_step() const {
+    int64_t m = 0;
+    for (int64_t s = 0; s < steps(); ++s) m = std::max(m, step_begin[s + 1] - step_begin[s]);
+    return m;
+  }
+};
+
+namespace lstm_detail {
+
+inline float sigmoid(float x) { return cpu_math::sigmoid_any(x); }
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline float tanh(float x) { return cpu_math::tanh_any(x); }
+inline double tanh(double x) { return std::tanh(x); }
+
+// col rows q = b * n + i of the step whose positions are pos[first .. first + n).
+template <typename A>
+void gather_col(const LstmPlan& plan, int64_t first, int64_t n, int64_t batch, int64_t C,
+                const A* h, A* col) {
+  const int64_t K = plan.taps * C;
+  const int64_t HW = plan.positions;
+  at::parallel_for(0, batch * n, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, K)),
+                   [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t b = q / n, i = q % n;
+      A* row = col + q * K;
+      for (int64_t t = 0; t < plan.taps; ++t) {
+        const int64_t src = plan.tap_src[(first + i) * plan.taps + t];
+        A* dst = row + t * C;
+        if (src < 0) {
+          for (int64_t ch = 0; ch < C; ++ch) dst[ch] = A(0);
+        } else {
+          const A* s = h + (b * HW + src) * C;
+          for (int64_t ch = 0; ch < C; ++ch) dst[ch] = s[ch];
+        }
+      }
+    }
+  });
+}
+
+template <typename A>
+__attribute__((always_inline)) inline void cell_forward_impl(const A* pre, const A* gx, const A* bias, const A* c_prev,
+                                    int64_t C, A* h, A* c) {
+  for (int64_t ch = 0; ch < C; ++ch) {
+    A gi = pre[ch] + gx[ch], gf = pre[C + ch] + gx[C + ch];
+    A gg = pre[2 * C + ch] + gx[2 * C + ch], go = pre[3 * C + ch] + gx[3 * C + ch];
+    if (bias != nullptr) {
+      gi += bias[ch];
+      gf += bias[C + ch];
+      gg += bias[2 * C + ch];
+      go += bias[3 * C + ch];
+    }
+    const A cp = c_prev == nullptr ? A(0) : c_prev[ch];
+    const A cn = sigmoid(gf) * cp + sigmoid(gi) * tanh(gg);
+    c[ch] = cn;
+    h[ch] = sigmoid(go) * tanh(cn);
+  }
+}
+
+// In: pre (the GEMM part), the position's gates_x, bias, c_prev, c, dh, dc (the cell
+// gradient arriving from the successor). Out: dpre (gate pre-activation gradients) and
+// dc_prev (added to the predecessor's cell gradient).
+template <typename A>
+__attribute__((always_inline)) inline void cell_backward_impl(const A* pre, const A* gx, const A* bias, const A* c_prev,
+                                     const A* c, const A* dh, const A* dc_in, int64_t C, A* dpre,
+                                     A* dc_prev) {
+  for (int64_t ch = 0; ch < C; ++ch) {
+    A gi = pre[ch] + gx[ch], gf = pre[C + ch] + gx[C + ch];
+    A gg = pre[2 * C + ch] + gx[2 * C + ch], go = pre[3 * C + ch] + gx[3 * C + ch];
+    if (bias != nullptr) {
+      gi += bias[ch];
+      gf += bias[C + ch];
+      gg += bias[2 * C + ch];
+      go += bias[3 * C + ch];
+    }
+    const A i = sigmoid(gi), f = sigmoid(gf), g = tanh(gg), o = sigmoid(go);
+    const A cp = c_prev == nullptr ? A(0) : c_prev[ch];
+    const A tc = tanh(c[ch]);
+    const A dcell = dc_in[ch] + dh[ch] * o * (A(1) - tc * tc);
+    dpre[ch] = dcell * g * i * (A(1) - i);
+    dpre[C + ch] = dcell * cp * f * (A(1) - f);
+    dpre[2 * C + ch] = dcell * i * (A(1) - g * g);
+    dpre[3 * C + ch] = dh[ch] * tc * o * (A(1) - o);
+    if (dc_prev != nullptr) dc_prev[ch] += dcell * f;
+  }
+}
+
+// Internal linkage: the clones of each including file are its own (target_clones
+// functions cannot be inline).
+namespace {
+GM_CPU_CLONES void cell_forward_row(const float* pre, const float* gx, const float* bias,
+                                    const float* c_prev, int64_t C, float* h, float* c) {
+  cell_forward_impl<float>(pre, gx, bias, c_prev, C, h, c);
+}
+GM_CPU_CLONES void cell_forward_row(const double* pre, const double* gx, const double* bias,
+                                    const double* c_prev, int64_t C, double* h, double* c) {
+  cell_forward_impl<double>(pre, gx, bias, c_prev, C, h, c);
+}
+GM_CPU_CLONES void cell_backward_row(const float* pre, const float* gx, const float* bias,
+                                     const float* c_prev, const float* c, const float* dh,
+                                     const float* dc_in, int64_t C, float* dpre,
+                                     float* dc_prev) {
+  cell_backward_impl<float>(pre, gx, bias, c_prev, c, dh, dc_in, C, dpre, dc_prev);
+}
+GM_CPU_CLONES void cell_backward_row(const double* pre, const double* gx, const double* bias,
+                                     const double* c_prev, const double* c, const double* dh,
+                                     const double* dc_in, int64_t C, double* dpre,
+                                     double* dc_prev) {
+  cell_backward_impl<double>(pre, gx, bias, c_prev, c, dh, dc_in, C, dpre, dc_prev);
+}
+}  // namespace
+
+template <typename A>
+at::Tensor rows_of(const at::Tensor& buf, int64_t rows, int64_t cols) {
+  return buf.narrow(0, 0, rows * cols).view({rows, cols});
+}
+
+}  // namespace lstm_detail
+
+// Forward. gx [B, HW, 4C], wt [taps*C, 4C] (contiguous, type A), bias [4C] or undefined.
+// Returns h [B, HW, C] and c [B, HW, C] in type A.
+template <typename A>
+void lstm_recurrence_forward(const LstmPlan& plan, const at::Tensor& gx, const at::Tensor& wt,
+                             const at::Tensor& bias, int64_t batch, int64_t C, at::Tensor& h,
+                             at::Tensor& c) {
+  using namespace lstm_detail;
+  const int64_t HW = plan.positions, K = plan.taps * C, G = 4 * C;
+  const int64_t nmax = batch * plan.max_step();
+  at::Tensor col = at::empty({nmax * K}, gx.options());
+  at::Tensor pre = at::empty({nmax * G}, gx.options());
+  const A* gxp = gx.const_data_ptr<A>();
+  const A* bp = bias.defined() ? bias.const_data_ptr<A>() : nullptr;
+  A* hp = h.mutable_data_ptr<A>();
+  A* cp = c.mutable_data_ptr<A>();
+  for (int64_t s = 0; s < plan.steps(); ++s) {
+    const int64_t first = plan.step_begin[s], n = plan.step_begin[s + 1] - first;
+    const int64_t N = batch * n;
+    if (N == 0) continue;
+    gather_col<A>(plan, first, n, batch, C, hp, col.mutable_data_ptr<A>());
+    at::Tensor pre_s = rows_of<A>(pre, N, G);
+    at::mm_out(pre_s, rows_of<A>(col, N, K), wt);
+    const A* prep = pre_s.const_data_ptr<A>();
+    at::parallel_for(0, N, std::max<int64_t>(1, 2048 / G), [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t b = q / n, i = q % n;
+        const int64_t p = plan.pos[first + i], cs = plan.cell_src[first + i];
+        const int64_t here = b * HW + p;
+        cell_forward_row(prep + q * G, gxp + here * G, bp,
+                            cs < 0 ? nullptr : cp + (b * HW + cs) * C, C, hp + here * C,
+                            cp + here * C);
+      }
+    });
+  }
+}
+
+// Backward. dh [B, HW, C] (type A, consumed: gradients from later steps are added into it).
+// Returns dgx [B, HW, 4C], dwt [taps*C, 4C] and dbias [4C] in type A.
+template <typename A>
+void lstm_recurrence_backward(const LstmPlan& plan, const at::Tensor& gx, const at::Tensor& wt,
+                              const at::Tensor& bias, const at::Tensor& h, const at::Tensor& c,
+                              at::Tensor& dh, int64_t batch, int64_t C, at::Tensor& dgx,
+                              at::Tensor& dwt, at::Tensor& dbias) {
+  using namespace lstm_detail;
+  const int64_t HW = plan.positions, K = plan.taps * C, G = 4 * C;
+  const int64_t nmax = batch * plan.max_step();
+  at::Tensor col = at::empty({nmax * K}, gx.options());
+  at::Tensor pre = at::empty({nmax * G}, gx.options());
+  at::Tensor dpre = at::empty({nmax * G}, gx.options());
+  at::Tensor dcol = at::empty({nmax * K}, gx.options());
+  at::Tensor dc = at::zeros({batch, HW, C}, gx.options());
+  const at::Tensor w = wt.t();  // [4C, K]
+  dwt.zero_();
+  dbias.zero_();
+  const A* gxp = gx.const_data_ptr<A>();
+  const A* bp = bias.defined() ? bias.const_data_ptr<A>() : nullptr;
+  const A* hp = h.const_data_ptr<A>();
+  const A* cp = c.const_data_ptr<A>();
+  A* dhp = dh.mutable_data_ptr<A>();
+  A* dcp = dc.mutable_data_ptr<A>();
+  A* dgxp = dgx.mutable_data_ptr<A>();
+  for (int64_t s = plan.steps() - 1; s >= 0; --s) {
+    const int64_t first = plan.step_begin[s], n = plan.step_begin[s + 1] - first;
+    const int64_t N = batch * n;
+    if (N == 0) continue;
+    gather_col<A>(plan, first, n, batch, C, hp, col.mutable_data_ptr<A>());
+    const at::Tensor col_s = rows_of<A>(col, N, K);
+    at::Tensor pre_s = rows_of<A>(pre, N, G);
+    at::mm_out(pre_s, col_s, wt);
+    at::Tensor dpre_s = rows_of<A>(dpre, N, G);
+    const A* prep = pre_s.const_data_ptr<A>();
+    A* dprep = dpre_s.mutable_data_ptr<A>();
+    // Cell predecessors are distinct positions within a step, so the dc_prev writes of
+    // different rows never meet.
+    at::parallel_for(0, N, std::max<int64_t>(1, 2048 / G), [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t b = q / n, i = q % n;
+        const int64_t p = plan.pos[first + i], cs = plan.cell_src[first + i];
+        const int64_t here = b * HW + p;
+        const bool has_prev = cs >= 0;
+        cell_backward_row(prep + q * G, gxp + here * G, bp,
+                             has_prev ? cp + (b * HW + cs) * C : nullptr, cp + here * C,
+                             dhp + here * C, dcp + here * C, C, dprep + q * G,
+                             has_prev ? dcp + (b * HW + cs) * C : nullptr);
+        A* dst = dgxp + here * G;
+        const A* src = dprep + q * G;
+        for (int64_t k = 0; k < G; ++k) dst[k] = src[k];
+      }
+    });
+    dwt.addmm_(col_s.t(), dpre_s);
+    dbias.add_(dpre_s.sum(0));
+    at::Tensor dcol_s = rows_of<A>(dcol, N, K);
+    at::mm_out(dcol_s, dpre_s, w);
+    const A* dcolp = dcol_s.const_data_ptr<A>();
+    // Several positions of a step may feed one source: each batch element's sources are
+    // accumulated by one thread, in a fixed order.
+    at::parallel_for(0, batch, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t i = 0; i < n; ++i) {
+          const A* row = dcolp + (b * n + i) * K;
+          for (int64_t t = 0; t < plan.taps; ++t) {
+            const int64_t src = plan.tap_src[(first + i) * plan.taps + t];
+            if (src < 0) continue;
+            A* dst = dhp + (b * HW + src) * C;
+            const A* from = row + t * C;
+            for (int64_t ch = 0; ch < C; ++ch) dst[ch] += from[ch];
+          }
+        }
+      }
+    });
+  }
+}
+
+// The torch boundary of both ops: gates_x [B, 4C, H, W] (any dtype and layout), weight
+// [4C, C, taps], bias [4C] or none, converted once to type A position-major buffers.
+// Returns (h in gates_x's dtype and memory format, h state, c state), the states
+// [B, H, W, C] in type A for backward.
+inline at::ScalarType lstm_acc_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// wt[t * C + c, o] = weight[o, c, t]: the GEMM's right-hand side.
+inline at::Tensor lstm_weight_rhs(const at::Tensor& weight, at::ScalarType acc) {
+  const int64_t G = weight.size(0), C = weight.size(1), taps = weight.size(2);
+  return weight.permute({2, 1, 0}).to(acc).contiguous().view({taps * C, G});
+}
+
+// [B, 4C, H, W] in any layout -> a fresh [B, H, W, 4C] tensor of type acc.
+inline at::Tensor lstm_position_major(const at::Tensor& t, at::ScalarType acc) {
+  at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)},
+                             t.options().dtype(acc));
+  out.copy_(t.permute({0, 2, 3, 1}));
+  return out;
+}
+
+// A fresh [B, C, H, W] tensor of `like`'s dtype and memory format holding the
+// position-major [B, H, W, C] buffer t.
+// channels_last when `like` is channels_last and not also contiguous (the Python fake
+// kernels apply the same rule), else contiguous.
+inline at::Tensor lstm_image_major(const at::Tensor& t, const at::Tensor& like) {
+  const bool channels_last =
+      like.is_contiguous(at::MemoryFormat::ChannelsLast) && !like.is_contiguous();
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty({t.size(0), t.size(3), t.size(1), t.size(2)},
+                             like.options().memory_format(format));
+  out.copy_(t.permute({0, 3, 1, 2}));
+  return out;
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_forward_cpu(
+    const LstmPlan& plan, const at::Tensor& gates_x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
+  const at::ScalarType acc = lstm_acc_type(gates_x);
+  const int64_t B = gates_x.size(0), C = gates_x.size(1) / 4;
+  const int64_t H = gates_x.size(2), W = gates_x.size(3);
+  const auto opts = gates_x.options().dtype(acc);
+  at::Tensor h = at::empty({B, H, W, C}, opts);
+  at::Tensor c = at::empty({B, H, W, C}, opts);
+  if (h.numel() > 0) {
+    const at::Tensor gx = lstm_position_major(gates_x, acc);
+    const at::Tensor wt = lstm_weight_rhs(weight, acc);
+    const at::Tensor b = bias.has_value() ? bias->to(acc).contiguous() : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(acc, "lstm_forward_cpu", [&] {
+      lstm_recurrence_forward<scalar_t>(plan, gx, wt, b, B, C, h, c);
+    });
+  }
+  return {lstm_image_major(h, gates_x), h, c};
+}
+
+// Gradients (gates_x like gates_x, weight contiguous, bias [4C] even when there is none).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward_cpu(
+    const LstmPlan& plan, const at::Tensor& grad_h, const at::Tensor& gates_x,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, const at::Tensor& h,
+    const at::Tensor& c) {
+  const at::ScalarType acc = lstm_acc_type(gates_x);
+  const int64_t B = gates_x.size(0), G = gates_x.size(1), C = G / 4;
+  const int64_t H = gates_x.size(2), W = gates_x.size(3), taps = weight.size(2);
+  const auto opts = gates_x.options().dtype(acc);
+  at::Tensor dgx = at::empty({B, H, W, G}, opts);
+  at::Tensor dwt = at::zeros({taps * C, G}, opts);
+  at::Tensor db = at::zeros({G}, opts);
+  if (dgx.numel() > 0) {
+    // Later steps' gradients are added into dh: it is a fresh copy.
+    at::Tensor dh = at::empty({B, H, W, C}, opts);
+    dh.copy_(grad_h.permute({0, 2, 3, 1}));
+    const at::Tensor gx = lstm_position_major(gates_x, acc);
+    const at::Tensor wt = lstm_weight_rhs(weight, acc);
+    const at::Tensor b = bias.has_value() ? bias->to(acc).contiguous() : at::Tensor();
+    const at::Tensor hs = h.to(acc).contiguous(), cs = c.to(acc).contiguous();
+    AT_DISPATCH_FLOATING_TYPES(acc, "lstm_backward_cpu", [&] {
+      lstm_recurrence_backward<scalar_t>(plan, gx, wt, b, hs, cs, dh, B, C, dgx, dwt, db);
+    });
+  }
+  at::Tensor grad_w = at::empty(weight.sizes(), weight.options());
+  grad_w.copy_(dwt.view({taps, C, G}).permute({2, 1, 0}));
+  at::Tensor grad_b = at::empty({G}, weight.options());
+  grad_b.copy_(db);
+  return {lstm_image_major(dgx, gates_x), grad_w, grad_b};
+}
+
+}  // namespace genmodels
