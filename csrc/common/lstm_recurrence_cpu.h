@@ -28,24 +28,9 @@
 
 #include "common/cpu_chunks.h"
 #include "common/cpu_math.h"
+#include "common/lstm_layout.h"
 
 namespace genmodels {
-
-struct LstmPlan {
-  int64_t positions = 0;  // H * W
-  int64_t taps = 0;
-  // Step s holds pos[step_begin[s] .. step_begin[s + 1]).
-  std::vector<int64_t> step_begin;
-  std::vector<int64_t> pos;       // flat position r * W + j
-  std::vector<int64_t> tap_src;   // [pos.size() * taps]: source position or -1
-  std::vector<int64_t> cell_src;  // [pos.size()]: cell predecessor or -1
-  int64_t steps() const { return static_cast<int64_t>(step_begin.size()) - 1; }
-  int64_t max_step() const {
-    int64_t m = 0;
-    for (int64_t s = 0; s < steps(); ++s) m = std::max(m, step_begin[s + 1] - step_begin[s]);
-    return m;
-  }
-};
 
 namespace lstm_detail {
 
@@ -80,8 +65,9 @@ void gather_col(const LstmPlan& plan, int64_t first, int64_t n, int64_t batch, i
 }
 
 template <typename A>
-__attribute__((always_inline)) inline void cell_forward_impl(const A* pre, const A* gx, const A* bias, const A* c_prev,
-                                    int64_t C, A* h, A* c) {
+__attribute__((always_inline)) inline void cell_forward_impl(const A* pre, const A* gx,
+                                                             const A* bias, const A* c_prev,
+                                                             int64_t C, A* h, A* c) {
   for (int64_t ch = 0; ch < C; ++ch) {
     A gi = pre[ch] + gx[ch], gf = pre[C + ch] + gx[C + ch];
     A gg = pre[2 * C + ch] + gx[2 * C + ch], go = pre[3 * C + ch] + gx[3 * C + ch];
@@ -102,9 +88,11 @@ __attribute__((always_inline)) inline void cell_forward_impl(const A* pre, const
 // gradient arriving from the successor). Out: dpre (gate pre-activation gradients) and
 // dc_prev (added to the predecessor's cell gradient).
 template <typename A>
-__attribute__((always_inline)) inline void cell_backward_impl(const A* pre, const A* gx, const A* bias, const A* c_prev,
-                                     const A* c, const A* dh, const A* dc_in, int64_t C, A* dpre,
-                                     A* dc_prev) {
+__attribute__((always_inline)) inline void cell_backward_impl(const A* pre, const A* gx,
+                                                              const A* bias, const A* c_prev,
+                                                              const A* c, const A* dh,
+                                                              const A* dc_in, int64_t C, A* dpre,
+                                                              A* dc_prev) {
   for (int64_t ch = 0; ch < C; ++ch) {
     A gi = pre[ch] + gx[ch], gf = pre[C + ch] + gx[C + ch];
     A gg = pre[2 * C + ch] + gx[2 * C + ch], go = pre[3 * C + ch] + gx[3 * C + ch];
@@ -272,41 +260,8 @@ void lstm_recurrence_backward(const LstmPlan& plan, const at::Tensor& gx, const 
 }
 
 // The torch boundary of both ops: gates_x [B, 4C, H, W] (any dtype and layout), weight
-// [4C, C, taps], bias [4C] or none, converted once to type A position-major buffers.
-// Returns (h in gates_x's dtype and memory format, h state, c state), the states
-// [B, H, W, C] in type A for backward.
-inline at::ScalarType lstm_acc_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// wt[t * C + c, o] = weight[o, c, t]: the GEMM's right-hand side.
-inline at::Tensor lstm_weight_rhs(const at::Tensor& weight, at::ScalarType acc) {
-  const int64_t G = weight.size(0), C = weight.size(1), taps = weight.size(2);
-  return weight.permute({2, 1, 0}).to(acc).contiguous().view({taps * C, G});
-}
-
-// [B, 4C, H, W] in any layout -> a fresh [B, H, W, 4C] tensor of type acc.
-inline at::Tensor lstm_position_major(const at::Tensor& t, at::ScalarType acc) {
-  at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)},
-                             t.options().dtype(acc));
-  out.copy_(t.permute({0, 2, 3, 1}));
-  return out;
-}
-
-// A fresh [B, C, H, W] tensor of `like`'s dtype and memory format holding the
-// position-major [B, H, W, C] buffer t.
-// channels_last when `like` is channels_last and not also contiguous (the Python fake
-// kernels apply the same rule), else contiguous.
-inline at::Tensor lstm_image_major(const at::Tensor& t, const at::Tensor& like) {
-  const bool channels_last =
-      like.is_contiguous(at::MemoryFormat::ChannelsLast) && !like.is_contiguous();
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  at::Tensor out = at::empty({t.size(0), t.size(3), t.size(1), t.size(2)},
-                             like.options().memory_format(format));
-  out.copy_(t.permute({0, 3, 1, 2}));
-  return out;
-}
-
+// [4C, C, taps], bias [4C] or none. Returns (h in gates_x's dtype and memory format,
+// h state, c state), the states [B, H, W, C] in the accumulation type for backward.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_forward_cpu(
     const LstmPlan& plan, const at::Tensor& gates_x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias) {
