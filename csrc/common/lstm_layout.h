@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace genmodels {
@@ -42,11 +43,14 @@ inline at::Tensor lstm_weight_rhs(const at::Tensor& weight, at::ScalarType acc) 
   return weight.permute({2, 1, 0}).to(acc).contiguous().view({taps * C, G});
 }
 
-// [B, 4C, H, W] in any layout -> a fresh [B, H, W, 4C] tensor of type acc.
-inline at::Tensor lstm_position_major(const at::Tensor& t, at::ScalarType acc) {
+// [B, 4C, H, W] in any layout -> a fresh [B, H, W, 4C] tensor of type acc, plus the bias
+// when there is one (the kernels then add only the state-to-state part).
+inline at::Tensor lstm_position_major(const at::Tensor& t, at::ScalarType acc,
+                                      const std::optional<at::Tensor>& bias = std::nullopt) {
   at::Tensor out = at::empty({t.size(0), t.size(2), t.size(3), t.size(1)},
                              t.options().dtype(acc));
   out.copy_(t.permute({0, 2, 3, 1}));
+  if (bias.has_value()) out.add_(bias->to(acc));
   return out;
 }
 
