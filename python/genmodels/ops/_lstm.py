@@ -97,6 +97,6 @@ def no_double_backward(op: str):
 
 
 def plain_tensors(*tensors) -> bool:
-    """Only plain tensors (no subclass) take the eager kernels; others go through the
-    torch.library op, whose dispatch handles them."""
-    return all(t is None or type(t) is Tensor for t in tensors)
+    """Only plain tensors and parameters (no other subclass) take the eager kernels; others
+    go through the torch.library op, whose dispatch handles them."""
+    return all(t is None or type(t) in (Tensor, torch.nn.Parameter) for t in tensors)

@@ -183,7 +183,7 @@ class GatedPixelCNNTask(PixelCNNTask):
 class RowLSTMTask(PixelCNNTask):
     name = "row-lstm"
     kind = "row"
-    default_epochs = 40
+    default_epochs = 30
     model_class = PixelRNN
 
     def model_config(self) -> dict:
@@ -193,7 +193,7 @@ class RowLSTMTask(PixelCNNTask):
 class DiagonalBiLSTMTask(RowLSTMTask):
     name = "diagonal-bilstm"
     kind = "diagonal"
-    default_epochs = 40
+    default_epochs = 30
 
 
 class DCGANTask(Task):
