@@ -21,7 +21,8 @@ def _order(channels, height, width):
 @pytest.mark.parametrize("in_channels", [1, 3], ids=["gray", "rgb"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_causal_by_perturbation(kind, in_channels):
-    height, width, levels = 4, 5, 5
+    height = width = 5
+    levels = 5
     model = _model(kind, in_channels, size=5, levels=levels)
     torch.manual_seed(1)
     x = torch.randint(0, levels, (1, in_channels, height, width))
