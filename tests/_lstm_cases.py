@@ -56,7 +56,9 @@ def value_and_grads(fn, gates_x, weight, bias, grad_out):
     inputs = [t for t in leaves if t is not None]
     # A one-row (or one-column) map does not use the weight at all in the reference.
     grads = torch.autograd.grad(out, inputs, grad_out.to(out.dtype), allow_unused=True)
-    return out, [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+    return out, [
+        torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads, strict=True)
+    ]
 
 
 def assert_matches(out, grads, ref_out, ref_grads, dtype):
