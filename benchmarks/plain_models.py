@@ -18,11 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genmodels.models import VAE, GatedPixelCNN, PixelCNN
-from genmodels.nn import Dropout, GatedPixelCNNLayer, MaskedConv2d
+from genmodels.models import VAE, GatedPixelCNN, PixelCNN, PixelRNN
+from genmodels.nn import DiagonalLSTM, Dropout, GatedPixelCNNLayer, MaskedConv2d, RowLSTM
 from genmodels.ops import make_mask
 from genmodels.ops.masked_conv2d import gated_activation
-from genmodels.recipes import reparameterize_kl_recipe
+from genmodels.recipes import (
+    diagonal_lstm_recipe,
+    reparameterize_kl_recipe,
+    row_lstm_recipe,
+)
 
 
 class RecipeMaskedConv2d(nn.Conv2d):
@@ -84,6 +88,29 @@ class RecipeSampler(nn.Module):
         return reparameterize_kl_recipe(mu, logvar)
 
 
+class RecipeRowLSTM(nn.Module):
+    """The Row LSTM as a Python loop over rows (genmodels.recipes.row_lstm_recipe)."""
+
+    def __init__(self, layer: RowLSTM):
+        super().__init__()
+        self.weight, self.bias = copy.deepcopy(layer.weight), copy.deepcopy(layer.bias)
+
+    def forward(self, gates_x: Tensor) -> Tensor:
+        return row_lstm_recipe(gates_x, self.weight, self.bias)
+
+
+class RecipeDiagonalLSTM(nn.Module):
+    """The Diagonal LSTM as the paper's skew and a Python loop over the skewed columns."""
+
+    def __init__(self, layer: DiagonalLSTM):
+        super().__init__()
+        self.weight, self.bias = copy.deepcopy(layer.weight), copy.deepcopy(layer.bias)
+        self.reverse = layer.reverse
+
+    def forward(self, gates_x: Tensor) -> Tensor:
+        return diagonal_lstm_recipe(gates_x, self.weight, self.bias, self.reverse)
+
+
 def _swap(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, MaskedConv2d):
@@ -92,13 +119,17 @@ def _swap(module: nn.Module) -> None:
             setattr(module, name, RecipeGatedLayer(child))
         elif isinstance(child, Dropout):
             setattr(module, name, recipe_dropout(child))
+        elif isinstance(child, RowLSTM):
+            setattr(module, name, RecipeRowLSTM(child))
+        elif isinstance(child, DiagonalLSTM):
+            setattr(module, name, RecipeDiagonalLSTM(child))
         else:
             _swap(child)
 
 
 def plain_twin(model: nn.Module) -> nn.Module:
     """A copy of `model` with the same weights and plain-PyTorch layers."""
-    if not isinstance(model, (PixelCNN, GatedPixelCNN, VAE)):
+    if not isinstance(model, (PixelCNN, GatedPixelCNN, PixelRNN, VAE)):
         raise TypeError(f"no plain twin for {type(model).__name__}")
     twin = copy.deepcopy(model)
     _swap(twin)

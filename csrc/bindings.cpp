@@ -1,11 +1,13 @@
 // The genmodels._C module: one line per entry point.
 #include <torch/extension.h>
 
+#include "diagonal_lstm/diagonal_lstm.h"
 #include "dropout/dropout.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "masked_conv2d/masked_conv2d.h"
 #include "pixelcnn_sampling/pixelcnn_sampling.h"
 #include "reparameterize_kl/reparameterize_kl.h"
+#include "row_lstm/row_lstm.h"
 
 namespace gm = genmodels;
 
@@ -31,6 +33,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixelcnn_sampling_workspace_cpu", &gm::pixelcnn_sampling_workspace_cpu);
   m.def("pixelcnn_sampling_sample_cpu", &gm::pixelcnn_sampling_sample_cpu,
         py::call_guard<py::gil_scoped_release>());
+  m.def("row_lstm_forward_cpu", &gm::row_lstm_forward_cpu);
+  m.def("row_lstm_backward_cpu", &gm::row_lstm_backward_cpu);
+  m.def("diagonal_lstm_forward_cpu", &gm::diagonal_lstm_forward_cpu);
+  m.def("diagonal_lstm_backward_cpu", &gm::diagonal_lstm_backward_cpu);
 #ifdef WITH_CUDA
   m.def("masked_conv2d_forward_cuda", &gm::masked_conv2d_forward_cuda);
   m.def("masked_conv2d_backward_cuda", &gm::masked_conv2d_backward_cuda);
@@ -42,5 +48,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dropout_forward_cuda", &gm::dropout_forward_cuda);
   m.def("dropout_autograd_cuda", &gm::dropout_autograd);  // the same node
   m.def("pixelcnn_sampling_conv_at_cuda", &gm::pixelcnn_sampling_conv_at_cuda);
+  m.def("row_lstm_forward_cuda", &gm::row_lstm_forward_cuda);
+  m.def("row_lstm_backward_cuda", &gm::row_lstm_backward_cuda);
+  m.def("diagonal_lstm_forward_cuda", &gm::diagonal_lstm_forward_cuda);
+  m.def("diagonal_lstm_backward_cuda", &gm::diagonal_lstm_backward_cuda);
 #endif
 }

@@ -126,6 +126,33 @@ def _dropout_case(device: torch.device) -> Case:
     )
 
 
+def _pixel_lstm_case(op: str):
+    def make(device: torch.device) -> Case:
+        batch, channels, size = (64, 64, 8) if device.type == "cpu" else (64, 128, 32)
+        k = 3 if op == "row_lstm" else 2
+
+        def make_inputs(dev):
+            gates_x = torch.randn(batch, 4 * channels, size, size, device=dev, requires_grad=True)
+            w = torch.randn(4 * channels, channels, k, device=dev) * (channels * k) ** -0.5
+            b = torch.zeros(4 * channels, device=dev)
+            grads = [torch.randn(batch, channels, size, size, device=dev)]
+            return [gates_x, w.requires_grad_(), b.requires_grad_()], grads
+
+        if op == "row_lstm":
+            ours, recipe = ops.row_lstm, recipes.row_lstm_recipe
+        else:
+            ours, recipe = ops.diagonal_lstm, recipes.diagonal_lstm_recipe
+        return Case(
+            op,
+            f"{batch}x{4 * channels}x{size}x{size}",
+            make_inputs,
+            lambda gx, w, b: ours(gx, w, b),
+            lambda gx, w, b: recipe(gx, w, b),
+        )
+
+    return make
+
+
 CASES = [
     _reparameterize_kl_case,
     _masked_conv2d_case(7),
@@ -134,6 +161,8 @@ CASES = [
     _gate_case,
     _gradient_penalty_case,
     _dropout_case,
+    _pixel_lstm_case("row_lstm"),
+    _pixel_lstm_case("diagonal_lstm"),
 ]
 
 

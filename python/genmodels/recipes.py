@@ -55,3 +55,51 @@ def masked_conv2d_gated_recipe(x: Tensor, weight: Tensor, bias: Tensor | None, m
     """A Gated PixelCNN unit as usually written: the `weight * mask` convolution, then the
     gate."""
     return gate_recipe(masked_conv2d_recipe(x, weight, bias, mask))
+
+
+def row_lstm_recipe(gates_x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """PixelRNN's Row LSTM as usually written: a Python loop over rows, each a conv1d of
+    the row above's h and the LSTM cell, all recorded by autograd."""
+    batch, gates, height, width = gates_x.shape
+    c = gates_x.new_zeros(batch, gates // 4, width)
+    h = torch.zeros_like(c)
+    rows = []
+    for r in range(height):
+        pre = gates_x[:, :, r] + F.conv1d(h, weight, bias, padding=weight.shape[-1] // 2)
+        i, f, g, o = pre.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        rows.append(h)
+    return torch.stack(rows, dim=2)
+
+
+def diagonal_lstm_recipe(
+    gates_x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False
+) -> Tensor:
+    """PixelRNN's Diagonal LSTM as the paper describes it: skew the map (row r shifted
+    right by r), run a loop over the skewed map's columns, each a 2 x 1 convolution of the
+    previous column's h and the LSTM cell, then unskew. The right-to-left LSTM flips the
+    input and the output. Positions of the skewed map outside the image keep zero state."""
+    if reverse:
+        gates_x = gates_x.flip(3)
+    batch, gates, height, width = gates_x.shape
+    skewed_width = width + height - 1
+    skewed = gates_x.new_zeros(batch, gates, height, skewed_width)
+    inside = torch.zeros(height, skewed_width, dtype=torch.bool, device=gates_x.device)
+    for r in range(height):
+        skewed[:, :, r, r : r + width] = gates_x[:, :, r]
+        inside[r, r : r + width] = True
+    c = gates_x.new_zeros(batch, gates // 4, height)
+    h = torch.zeros_like(c)
+    columns = []
+    for col in range(skewed_width):
+        # out[r] = weight[..., 0] h[r - 1] + weight[..., 1] h[r] of the previous column.
+        pre = skewed[:, :, :, col] + F.conv1d(F.pad(h, (1, 0)), weight, bias)
+        i, f, g, o = pre.chunk(4, dim=1)
+        keep = inside[:, col].to(gates_x.dtype)
+        c = (torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)) * keep
+        h = torch.sigmoid(o) * torch.tanh(c) * keep
+        columns.append(h)
+    out = torch.stack(columns, dim=3)
+    out = torch.stack([out[:, :, r, r : r + width] for r in range(height)], dim=2)
+    return out.flip(3) if reverse else out

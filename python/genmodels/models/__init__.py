@@ -3,6 +3,7 @@
 from genmodels.models import gan_losses
 from genmodels.models.dcgan import DCGAN
 from genmodels.models.pixelcnn import GatedPixelCNN, PixelCNN
+from genmodels.models.pixelrnn import PixelRNN
 from genmodels.models.vae import VAE
 
-__all__ = ["DCGAN", "VAE", "GatedPixelCNN", "PixelCNN", "gan_losses"]
+__all__ = ["DCGAN", "VAE", "GatedPixelCNN", "PixelCNN", "PixelRNN", "gan_losses"]

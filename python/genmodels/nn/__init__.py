@@ -3,6 +3,15 @@
 from genmodels.nn.dropout import Dropout
 from genmodels.nn.gradient_penalty import GradientPenalty
 from genmodels.nn.masked_conv2d import GatedPixelCNNLayer, MaskedConv2d
+from genmodels.nn.pixel_lstm import DiagonalLSTM, RowLSTM
 from genmodels.nn.reparameterize_kl import ReparameterizeKL
 
-__all__ = ["Dropout", "GatedPixelCNNLayer", "GradientPenalty", "MaskedConv2d", "ReparameterizeKL"]
+__all__ = [
+    "DiagonalLSTM",
+    "Dropout",
+    "GatedPixelCNNLayer",
+    "GradientPenalty",
+    "MaskedConv2d",
+    "ReparameterizeKL",
+    "RowLSTM",
+]

@@ -1,11 +1,14 @@
 """Autograd-aware operators with native, Triton and reference backends."""
 
+from genmodels.ops.diagonal_lstm import diagonal_lstm
 from genmodels.ops.dropout import dropout
 from genmodels.ops.gradient_penalty import gradient_penalty
 from genmodels.ops.masked_conv2d import gate, make_mask, masked_conv2d, masked_conv2d_gated
 from genmodels.ops.reparameterize_kl import reparameterize_kl
+from genmodels.ops.row_lstm import row_lstm
 
 __all__ = [
+    "diagonal_lstm",
     "dropout",
     "gate",
     "gradient_penalty",
@@ -13,4 +16,5 @@ __all__ = [
     "masked_conv2d",
     "masked_conv2d_gated",
     "reparameterize_kl",
+    "row_lstm",
 ]

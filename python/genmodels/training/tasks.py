@@ -48,7 +48,7 @@ from torch import nn
 
 from genmodels.data import ImageDataset, Splits
 from genmodels.gan import gradient_penalty
-from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, gan_losses
+from genmodels.models import DCGAN, VAE, GatedPixelCNN, PixelCNN, PixelRNN, gan_losses
 from genmodels.models._likelihood import bits_per_dim
 
 
@@ -250,6 +250,22 @@ class GatedPixelCNNTask(PixelCNNTask):
     model_class = GatedPixelCNN
 
 
+class RowLSTMTask(PixelCNNTask):
+    name = "row-lstm"
+    kind = "row"
+    default_epochs = 30
+    model_class = PixelRNN
+
+    def model_config(self) -> dict:
+        return {"kind": self.kind, **super().model_config()}
+
+
+class DiagonalBiLSTMTask(RowLSTMTask):
+    name = "diagonal-bilstm"
+    kind = "diagonal"
+    default_epochs = 30
+
+
 class DCGANTask(Task):
     name = "dcgan"
     # Measured on the digits (WGAN-GP, 2-core CPU): with 2 critic steps per generator step
@@ -370,4 +386,6 @@ TASKS: dict[str, type[Task]] = {
     "gated-pixelcnn": GatedPixelCNNTask,
     "vae": VAETask,
     "dcgan": DCGANTask,
+    "row-lstm": RowLSTMTask,
+    "diagonal-bilstm": DiagonalBiLSTMTask,
 }
