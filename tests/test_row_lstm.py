@@ -23,6 +23,7 @@ def spec(request):
         op=_op,
         backward_op=_backward_op,
         op_args=lambda gx, w, b, backend: (gx, w, b, backend),
+        triton=k == 3,
     )
 
 
