@@ -32,3 +32,21 @@ def shifted_conv2d(x: Tensor, w_above: Tensor, w_row: Tensor, bias: Tensor | Non
     above = F.conv2d(F.pad(x, (c, c, c, 0)), w_above)[..., :h, :]
     row = F.conv2d(F.pad(x, (c, 0, 0, 0)), w_row, bias)[..., :w]
     return above + row
+
+
+class _GradReverseRecipe(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lambda_):
+        ctx.lambda_ = lambda_
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out.neg() * ctx.lambda_, None
+
+
+def grad_reverse_recipe(x: Tensor, lambda_: float = 1.0) -> Tensor:
+    """The gradient-reversal layer as written in most domain-adaptation code (e.g. the
+    DANN reimplementations): an autograd.Function returning `x.view_as(x)`, whose backward
+    negates and scales the gradient."""
+    return _GradReverseRecipe.apply(x, lambda_)

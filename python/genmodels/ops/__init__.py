@@ -1,6 +1,7 @@
 """Autograd-aware operators with native, Triton and reference backends."""
 
 from genmodels.ops.dropout import dropout
+from genmodels.ops.grad_reverse import grad_reverse
 from genmodels.ops.gradient_penalty import gradient_penalty
 from genmodels.ops.masked_conv2d import gate, make_mask, masked_conv2d, masked_conv2d_gated
 from genmodels.ops.reparameterize_kl import reparameterize_kl
@@ -8,6 +9,7 @@ from genmodels.ops.reparameterize_kl import reparameterize_kl
 __all__ = [
     "dropout",
     "gate",
+    "grad_reverse",
     "gradient_penalty",
     "make_mask",
     "masked_conv2d",
