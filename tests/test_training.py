@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genmodels.cli import main
-from genmodels.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from genmodels.training import TrainConfig, load_checkpoint, loop, save_checkpoint, train
 from genmodels.training.loop import TrainingDiverged
 from genmodels.training.tasks import VAETask
 
@@ -46,12 +46,23 @@ def test_resume_continues_exactly(tmp_path):
     assert straight["test_elbo_bpd"] == resumed["test_elbo_bpd"]
 
 
-def test_pixelcnn_learning_rate_schedule_resumes_exactly(tmp_path):
+def test_pixelcnn_learning_rate_schedule_resumes_exactly(tmp_path, monkeypatch):
     tiny = {"hidden_channels": 6, "num_layers": 1}
     kw = dict(model="pixelcnn", model_kwargs=tiny, lr=1e-2)
     train(config(tmp_path, "straight", epochs=3, **kw))
-    train(config(tmp_path, "interrupted", epochs=1, **kw))
-    train(config(tmp_path, "interrupted", epochs=3, resume=str(tmp_path / "interrupted"), **kw))
+    real_epoch = loop.run_epoch
+
+    def interrupted_after_the_first_epoch(run, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(loop, "run_epoch", interrupted_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, "interrupted", epochs=3, **kw))
+    monkeypatch.undo()
+    # --resume DIR alone: the stored settings (3 epochs, lr, model) carry on.
+    train(TrainConfig(resume=str(tmp_path / "interrupted"), progress=False))
     a = load_checkpoint(str(tmp_path / "straight" / "checkpoint.pt"))
     b = load_checkpoint(str(tmp_path / "interrupted" / "checkpoint.pt"))
     for key in a["model"]:
@@ -82,8 +93,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     good = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
     real_step = VAETask.train_step
 
-    def step(self, net, model, x, y, optimizers, scaler, amp):
-        stats = real_step(self, net, model, x, y, optimizers, scaler, amp)
+    def step(self, net, model, batch, optimizers, scaler, amp):
+        stats = real_step(self, net, model, batch, optimizers, scaler, amp)
         return {**stats, "loss": float("nan")}
 
     monkeypatch.setattr(VAETask, "train_step", step)

@@ -46,7 +46,8 @@ def _train(args: argparse.Namespace) -> int:
         backend=args.backend,
         loss=args.loss,
         binarize=args.binarize,
-        progress=not args.no_progress,
+        progress=args.progress,
+        overwrite=args.overwrite,
     )
     train(config)
     return 0
@@ -119,27 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
     from genmodels.training.tasks import TASKS
 
     train = sub.add_parser("train", help="train a model and write a run directory")
-    train.add_argument("model", choices=sorted(TASKS))
-    train.add_argument(
-        "--data", default="digits", help="digits | mnist:DIR | cifar10:DIR | folder:DIR"
-    )
+    train.add_argument("model", nargs="?", choices=sorted(TASKS), help="optional with --resume")
+    train.add_argument("--data", help="digits (default) | mnist:DIR | cifar10:DIR | folder:DIR")
     train.add_argument("--epochs", type=int, help="default: the model's own")
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, help="default 64")
     train.add_argument("--lr", type=float, help="default: the model's own")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, help="default 0")
     train.add_argument("--device", default="cpu")
-    train.add_argument("--amp", action="store_true", help="mixed precision")
+    train.add_argument("--amp", action="store_true", default=None, help="mixed precision")
     train.add_argument("--out", help="run directory (default runs/MODEL)")
-    train.add_argument("--resume", metavar="CHECKPOINT", help="checkpoint.pt or run directory")
     train.add_argument(
-        "--backend", default="auto", choices=["auto", "native", "triton", "reference"]
+        "--resume", metavar="DIR", help="continue the run in DIR (or its checkpoint.pt)"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
+    train.add_argument(
+        "--backend", choices=["auto", "native", "triton", "reference"], help="default auto"
     )
     train.add_argument(
         "--loss",
         help="dcgan: minimax | non-saturating | wgan-gp (default) | dragan | lsgan | hinge",
     )
-    train.add_argument("--binarize", action="store_true", help="MNIST as 2 levels")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--binarize", action="store_true", default=None, help="MNIST as 2 levels")
+    train.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="progress bars (default: when stderr is a terminal)",
+    )
     train.set_defaults(run=_train)
 
     sample = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
@@ -173,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))  # usage and the message, exit status 2
     except RuntimeError as exc:
-        from genmodels.training.loop import TrainingDiverged
+        from genmodels.training.rundir import RunError
 
-        if isinstance(exc, TrainingDiverged):
+        if isinstance(exc, RunError):
             print(f"genmodels: {exc}", file=sys.stderr)
             return 1
         raise

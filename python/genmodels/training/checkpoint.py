@@ -7,12 +7,14 @@ Python's `random` and NumPy are stored so a resumed run draws the same numbers.
 
 from __future__ import annotations
 
+import io
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
+
+from genmodels.training.rundir import atomic_write
 
 
 def rng_state() -> dict:
@@ -62,20 +64,13 @@ def _python_state_from_tensor(d: dict):
 
 
 def save_checkpoint(obj: dict, path: str) -> None:
-    """Writes `obj` to `path` atomically: a temporary file in the same folder, fsync, rename."""
+    """Writes `obj` to `path` atomically (see rundir.atomic_write). It is serialized in
+    memory first, so a full disk fails in a plain write that says so, not inside torch.save."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

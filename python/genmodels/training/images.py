@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import numpy as np
 import torch
+
+from genmodels.training.rundir import atomic_write
 
 
 def grid(images: torch.Tensor, levels: int, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -31,6 +33,6 @@ def save_grid(images: torch.Tensor, levels: int, path: str, scale: int = 4, nrow
     picture = Image.fromarray(grid(images.cpu(), levels, nrow=nrow))
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    tmp = path + ".tmp.png"
-    picture.save(tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write(path, buffer.getbuffer())

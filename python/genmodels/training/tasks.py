@@ -1,8 +1,40 @@
 """What training, validation, evaluation and sampling mean for each model.
 
-A task builds its model from the data, runs one optimization step on a batch, scores
-the model on the validation split for model selection (lower is better), computes the
-final test metrics and draws samples. The loop in training/loop.py is model-agnostic.
+The loop in training/loop.py is model-agnostic: it owns the run directory (lock,
+checkpoints, logs, samples, metrics), resume, DDP, the learning-rate schedule, NaN stops,
+model selection and progress. A task owns everything about the model and its data:
+
+- `Task(splits, model_kwargs, loss=None, target=None)`: `splits` are the train/val/test
+  splits of `--data`; `target` those of a second data set (`TrainConfig.target_data`), or
+  None. A task that uses one sets `takes_target = True`; the others refuse it.
+- `build_model()`, `model_config()` (the model class's keyword arguments, checkpointed so
+  `genmodels sample` rebuilds the model), `optimizers(model, lr)` -> {name: optimizer}
+  (every one is checkpointed and its learning rate set each epoch), `wrap(model, device)`
+  (the module `train_step` calls under DDP).
+- Stages: `stages` names them in order and `stage(epoch, epochs)` says which one an epoch
+  (0-based) belongs to; `begin_epoch(epoch, stage)` is called before each epoch, also on
+  resume (a pure function of the epoch, so a resumed run takes the same path). The
+  selection metric is compared within the current stage only: the best model of the last
+  stage is the one evaluated at the end. One stage, "train", by default.
+- `epoch_batches(epoch, rank, world, generator, batch_size, device)` yields what
+  `train_step` takes, in the order given by `generator` (seeded from the run's seed and the
+  epoch, so a resumed epoch sees the same batches); every rank must yield the same number
+  of batches. `num_batches(world, batch_size)` is their count (for the progress bar). By
+  default: a shuffled pass over `splits.train` as `(images, labels)` batches, images as
+  integer levels.
+- `train_step(net, model, batch, optimizers, scaler, amp)` -> {"loss": float, ...}: one
+  update. A non-finite "loss" stops the run.
+- `validate(model, data, device)` -> the selection metric on `data` (`splits.val`), or a
+  dict of logged scores holding it under `selection_metric`; `higher_is_better` says which
+  way is better (lower by default). `selection_metric = None`: no selection, the last
+  iterate is evaluated.
+- `evaluate(model, data, device)` -> final test metrics (`splits.test`) for metrics.json.
+- `sample(model, n)` -> integer-level images [n, C, H, W] for samples.png; a task whose
+  model does not generate sets `sample = None` and no samples.png is written.
+- `learning_rate(base, epoch, epochs)`; `schedule_depends_on_total = True` when it uses
+  `epochs` (then a resumed run cannot change `--epochs`).
+- `state_dict()` / `load_state_dict(state)`: task state outside the model and the
+  optimizers (step counters, stage bookkeeping), checkpointed every epoch.
 """
 
 from __future__ import annotations
@@ -31,13 +63,47 @@ class Task:
     name: str
     default_epochs: int
     default_lr: float
-    selection_metric: str
+    selection_metric: str | None
+    higher_is_better: bool = False
+    stages: tuple[str, ...] = ("train",)
+    takes_target: bool = False
+    schedule_depends_on_total: bool = False
 
-    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
+    def __init__(
+        self,
+        splits: Splits,
+        model_kwargs: dict,
+        loss: str | None = None,
+        target: Splits | None = None,
+    ):
         if loss is not None:
             raise ValueError(f"--loss applies to dcgan only, not {self.name}")
+        if target is not None and not self.takes_target:
+            raise ValueError(f"{self.name} trains on one data set: it takes no target data")
         self.splits = splits
+        self.target = target
         self.model_kwargs = model_kwargs
+        self.current_stage = self.stages[0]
+
+    def stage(self, epoch: int, epochs: int) -> str:
+        """The stage that epoch `epoch` (0-based) of `epochs` belongs to."""
+        return self.stages[0]
+
+    def begin_epoch(self, epoch: int, stage: str) -> None:
+        self.current_stage = stage
+
+    def num_batches(self, world: int, batch_size: int) -> int:
+        return math.ceil((len(self.splits.train) // world) / batch_size)
+
+    def epoch_batches(self, epoch, rank, world, generator, batch_size, device):
+        """Today's image batches: a shuffled pass over the training split, cut so that
+        every rank takes the same number of steps."""
+        data = self.splits.train
+        per_rank = len(data) // world
+        order = torch.randperm(len(data), generator=generator)[rank::world][:per_rank]
+        for i in range(0, per_rank, batch_size):
+            index = order[i : i + batch_size]
+            yield data.images[index].to(device).long(), data.labels[index].to(device)
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """The module whose forward the training step calls, under DistributedDataParallel."""
@@ -66,12 +132,12 @@ class Task:
         """The learning rate of epoch `epoch` (0-based) of `epochs`: constant by default."""
         return base
 
-    def train_step(self, net, model, x, y, optimizers, scaler, amp: bool) -> dict[str, float]:
+    def train_step(self, net, model, batch, optimizers, scaler, amp: bool) -> dict[str, float]:
         raise NotImplementedError
 
     def validate(self, model, data: ImageDataset, device) -> float | dict[str, float]:
-        """The selection metric on the validation split (lower is better), or a dict of
-        logged scores that holds it under `selection_metric`."""
+        """The selection metric on the validation split, or a dict of logged scores that
+        holds it under `selection_metric`."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -85,7 +151,7 @@ class Task:
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, model, n: int, **kwargs) -> torch.Tensor:
+    def sample(self, model, n: int, **kwargs) -> torch.Tensor | None:
         return model.sample(n, **kwargs)
 
 
@@ -113,7 +179,8 @@ class VAETask(Task):
     selection_metric = "val_elbo_bpd"
     model_class = VAE
 
-    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+    def train_step(self, net, model, batch, optimizers, scaler, amp):
+        x = batch[0]
         with autocast(x.device, amp):
             _, log_px, kl = net(x)
             loss = (model.beta * kl - log_px).mean()
@@ -147,11 +214,14 @@ class PixelCNNTask(Task):
     def _labels(self, model, y):
         return y if model.num_classes is not None else None
 
+    schedule_depends_on_total = True
+
     def learning_rate(self, base, epoch, epochs):
         # Cosine decay to zero over the run.
         return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
-    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+    def train_step(self, net, model, batch, optimizers, scaler, amp):
+        x, y = batch
         with autocast(x.device, amp):
             logits = net(x, self._labels(model, y))
             # Mean NLL per sub-pixel in nats: the loss scale does not depend on image size.
@@ -200,8 +270,8 @@ class DCGANTask(Task):
     # the very samples the selection saw.
     val_seed, test_seed = 1, 2
 
-    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None):
-        super().__init__(splits, model_kwargs)
+    def __init__(self, splits: Splits, model_kwargs: dict, loss: str | None = None, target=None):
+        super().__init__(splits, model_kwargs, target=target)
         self.loss = loss or "wgan-gp"
         if self.loss not in gan_losses.LOSSES:
             raise ValueError(f"loss must be one of {gan_losses.LOSSES}, got {self.loss!r}")
@@ -238,7 +308,8 @@ class DCGANTask(Task):
         )
         return wrapped
 
-    def train_step(self, net, model, x, y, optimizers, scaler, amp):
+    def train_step(self, net, model, batch, optimizers, scaler, amp):
+        x, y = batch
         cond = (y,) if model.num_classes is not None else ()
         real = model.to_unit(x)
         with autocast(x.device, amp):
