@@ -77,6 +77,14 @@ def load(spec: str = "digits", *, binarize: bool = False) -> Splits:
     kind, _, path = spec.partition(":")
     if kind == "digits" and not path:
         return loaders.load_digits()
+    if kind == "synth-digits":
+        from genmodels.data import synth_digits
+
+        return synth_digits.load_synth_digits(**synth_digits.parse_options(path))
+    if kind in ("usps", "svhn") and path:
+        from genmodels.data import svhn, usps
+
+        return {"usps": usps.load_usps, "svhn": svhn.load_svhn}[kind](path)
     readers = {
         "mnist": lambda p: loaders.load_mnist(p, binarize=binarize),
         "cifar10": loaders.load_cifar10,
@@ -84,6 +92,7 @@ def load(spec: str = "digits", *, binarize: bool = False) -> Splits:
     }
     if kind not in readers or not path:
         raise ValueError(
-            f"data must be 'digits', 'mnist:DIR', 'cifar10:DIR' or 'folder:DIR', got {spec!r}"
+            f"data must be 'digits', 'synth-digits', 'mnist:DIR', 'usps:PATH', 'svhn:DIR', "
+            f"'cifar10:DIR' or 'folder:DIR', got {spec!r}"
         )
     return readers[kind](path)
