@@ -371,3 +371,8 @@ TASKS: dict[str, type[Task]] = {
     "vae": VAETask,
     "dcgan": DCGANTask,
 }
+
+# The domain-adaptation tasks (`genmodels adapt`) build on Task above: registered last.
+from genmodels.adapt.tasks import ADAPT_TASKS  # noqa: E402
+
+TASKS.update(ADAPT_TASKS)
