@@ -1,8 +1,9 @@
 """Generative models built on genmodels.nn and genmodels.ops."""
 
 from genmodels.models import gan_losses
+from genmodels.models.adapt import AdaptNet
 from genmodels.models.dcgan import DCGAN
 from genmodels.models.pixelcnn import GatedPixelCNN, PixelCNN
 from genmodels.models.vae import VAE
 
-__all__ = ["DCGAN", "VAE", "GatedPixelCNN", "PixelCNN", "gan_losses"]
+__all__ = ["AdaptNet", "DCGAN", "VAE", "GatedPixelCNN", "PixelCNN", "gan_losses"]
