@@ -30,13 +30,13 @@ def draw(rows: list[tuple[str, dict]], path: str) -> None:
             p = points[domain == is_source]
             left.scatter(p[:, 0], p[:, 1], s=4, c=colour, alpha=0.5, label=name, linewidths=0)
         left.legend(loc="best", markerscale=3)
-        left.set_title(f"{title}: by domain")
+        left.set_title(f"{title}\nby domain")
         for marker, is_source in (("o", True), ("x", False)):
             keep = domain == is_source
             right.scatter(points[keep, 0], points[keep, 1], s=6 if marker == "o" else 10,
                           c=labels[keep], cmap="tab10", vmin=-0.5, vmax=9.5, marker=marker,
                           alpha=0.6, linewidths=0 if marker == "o" else 0.8)  # fmt: skip
-        right.set_title(f"{title}: by class (o source, x target)")
+        right.set_title(f"{title}\nby class (o source, x target)")
         for ax in (left, right):
             ax.set_xticks([])
             ax.set_yticks([])

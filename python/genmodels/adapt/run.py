@@ -158,7 +158,7 @@ def write_features(ckpt: dict, path: str) -> None:
     rows = []
     before = (ckpt.get("task") or {}).get("before")
     if before is not None:
-        rows.append(("before adaptation (source model)", before))
+        rows.append(("before adaptation (the source model)", before))
     title = "source only" if task.method == "source-only" else f"after adaptation ({task.method})"
     rows.append((title, task.feature_picture(model.eval())))
     draw(rows, path)
