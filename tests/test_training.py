@@ -9,7 +9,7 @@ import torch
 from genmodels.cli import main
 from genmodels.training import TrainConfig, load_checkpoint, loop, save_checkpoint, train
 from genmodels.training.loop import TrainingDiverged
-from genmodels.training.tasks import VAETask
+from genmodels.training.tasks import TASKS, Task, VAETask
 
 SMALL = {"hidden_channels": 8, "latent_dim": 2}
 
@@ -178,3 +178,104 @@ def test_amp_training_on_cpu(tmp_path, model):
     tiny = {"hidden_channels": 6, "num_layers": 2}
     metrics = train(config(tmp_path, epochs=1, model=model, amp=True, model_kwargs=tiny))
     assert 0 < metrics["test_bpd"] < 10
+
+
+class ToyClassifier(torch.nn.Linear):
+    def __init__(self, in_features: int = 64, num_classes: int = 10):
+        super().__init__(in_features, num_classes)
+
+
+class TwoStageToyTask(Task):
+    """A classifier with two data streams and two stages: the shape of a domain-adaptation
+    task, exercising every part of the Task interface the image models do not use."""
+
+    name = "toy-two-stage"
+    default_epochs = 3
+    default_lr = 1e-2
+    selection_metric = "val_accuracy"
+    higher_is_better = True
+    stages = ("pretrain", "adapt")
+    takes_target = True
+    sample = None
+    model_class = ToyClassifier
+    # Scores by epoch: lower is better would pick epoch 2 after the stage change, no reset
+    # of the selection at the stage change would pick epoch 1.
+    scores = (0.95, 0.6, 0.8)
+
+    def model_config(self):
+        return {}
+
+    def stage(self, epoch, epochs):
+        return "pretrain" if epoch == 0 else "adapt"
+
+    def begin_epoch(self, epoch, stage):
+        super().begin_epoch(epoch, stage)
+        self.epoch = epoch
+
+    def num_batches(self, world, batch_size):
+        return -(-(len(self.splits.train) // world) // batch_size)
+
+    def epoch_batches(self, epoch, rank, world, generator, batch_size, device):
+        source, target = self.splits.train, self.target.train
+        source_order = torch.randperm(len(source), generator=generator)[rank::world]
+        target_order = torch.randperm(len(target), generator=generator)[rank::world]
+        for i in range(0, len(source) // world, batch_size):
+            s = source_order[i : i + batch_size]
+            t = target_order[i : i + batch_size]
+            yield source.images[s].float(), source.labels[s], target.images[t].float()
+
+    def train_step(self, net, model, batch, optimizers, scaler, amp):
+        x, y, t = batch
+        loss = torch.nn.functional.cross_entropy(net(x.flatten(1)), y)
+        if self.current_stage == "adapt":
+            loss = loss + 1e-3 * net(t.flatten(1)).logsumexp(1).mean()
+        optimizers["model"].zero_grad()
+        loss.backward()
+        optimizers["model"].step()
+        self.seen.append((self.current_stage, len(batch)))
+        return {"loss": loss.item()}
+
+    seen: list = []
+
+    def validate(self, model, data, device):
+        return {"val_accuracy": self.scores[self.epoch], "val_loss": 1.0}
+
+    @torch.no_grad()
+    def evaluate(self, model, data, device):
+        predicted = model(data.images.float().flatten(1)).argmax(1)
+        return {"test_accuracy": (predicted == data.labels).float().mean().item()}
+
+
+def test_a_task_with_two_data_sets_two_stages_and_no_samples(tmp_path, monkeypatch):
+    monkeypatch.setitem(TASKS, TwoStageToyTask.name, TwoStageToyTask)
+    monkeypatch.setattr(TwoStageToyTask, "seen", [])
+    kw = dict(model=TwoStageToyTask.name, target_data="digits", progress=False)
+    metrics = train(TrainConfig(out=str(tmp_path / "straight"), **kw))
+    assert "samples.png" not in os.listdir(tmp_path / "straight")
+    assert metrics["best_epoch"] == 3 and metrics["target_data"] == "digits"
+    assert 0 <= metrics["test_accuracy"] <= 1
+    ckpt = load_checkpoint(str(tmp_path / "straight" / "checkpoint.pt"))
+    assert [row["stage"] for row in ckpt["log"]] == ["pretrain", "adapt", "adapt"]
+    stages = [stage for stage, _ in TwoStageToyTask.seen]
+    assert stages == ["pretrain"] * 16 + ["adapt"] * 32  # 1000 images in batches of 64
+    assert {n for _, n in TwoStageToyTask.seen} == {3}  # the task's own batch structure
+    with pytest.raises(ValueError, match="vae trains on one data set"):
+        train(config(tmp_path, target_data="digits"))
+
+    # Interrupted at the stage change and resumed: the same weights as straight through.
+    real_epoch = loop.run_epoch
+
+    def stop_at_the_second_epoch(run, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(loop, "run_epoch", stop_at_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=str(tmp_path / "resumed"), **kw))
+    monkeypatch.setattr(loop, "run_epoch", real_epoch)
+    resumed = train(TrainConfig(resume=str(tmp_path / "resumed"), progress=False))
+    other = load_checkpoint(str(tmp_path / "resumed" / "checkpoint.pt"))
+    for key in ckpt["model"]:
+        assert torch.equal(ckpt["model"][key], other["model"][key])
+    assert resumed == {**metrics, "seconds": resumed["seconds"]}

@@ -92,9 +92,7 @@ def check_writable(folder: str) -> None:
     """Creates and deletes a probe file, so a read-only directory is found before training."""
     probe = os.path.join(folder, f".write-probe.{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(probe, "wb") as f:
-            f.write(b"probe")
-        os.unlink(probe)
+        _probe(probe)
     except OSError as exc:
         error = _os_error(exc, probe, "free some space before training")
         if error is not exc:
@@ -102,6 +100,12 @@ def check_writable(folder: str) -> None:
         raise ValueError(
             f"--out {folder}: the run directory is not writable ({exc.strerror})"
         ) from None
+
+
+def _probe(path: str) -> None:
+    with open(path, "wb") as f:
+        f.write(b"probe")
+    os.unlink(path)
 
 
 class RunLock:
