@@ -63,6 +63,25 @@ def _masked_conv2d_case(k: int):
     return make
 
 
+def _grad_reverse_case(device: torch.device) -> Case:
+    # ADDA/DANN features: a batch of 500-d encoder outputs (the LeNet encoder's width).
+    batch, width = (4096, 500) if device.type == "cuda" else (256, 500)
+
+    def make_inputs(dev):
+        x = torch.randn(batch, width, device=dev, requires_grad=True)
+        return [x], [torch.randn(batch, width, device=dev)]
+
+    return Case(
+        "grad_reverse",
+        f"{batch}x{width}",
+        make_inputs,
+        lambda x: ops.grad_reverse(x, 0.5),
+        lambda x: recipes.grad_reverse_recipe(x, 0.5),
+    )
+
+
+
+
 def _masked_conv2d_gated_case(device: torch.device) -> Case:
     batch, channels, size = (64, 128, 32) if device.type == "cuda" else (16, 64, 28)
 
@@ -163,6 +182,7 @@ CASES = [
     _dropout_case,
     _pixel_lstm_case("row_lstm"),
     _pixel_lstm_case("diagonal_lstm"),
+    _grad_reverse_case,
 ]
 
 

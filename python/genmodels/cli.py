@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -118,6 +119,73 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    from genmodels.adapt.run import AdaptConfig, adapt, compare
+
+    method = args.method
+    config = AdaptConfig(
+        method=method, source=args.source, target=args.target, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+        out=None if method == "compare" else args.out, resume=args.resume,
+        overwrite=args.overwrite, progress=args.progress, backend=args.backend,
+        encoder=args.encoder, image_size=args.image_size, grayscale=args.grayscale,
+        source_size=args.source_size, target_size=args.target_size,
+        pretrain_epochs=args.pretrain_epochs, adversary=args.adversary,
+    )  # fmt: skip
+    if method == "compare":
+        if args.resume is not None or args.seed is not None:
+            raise ValueError("adapt compare runs seeds 0..N-1 itself: no --seed or --resume")
+        compare(dataclasses.replace(config, method=None), seeds=args.seeds, out=args.out)
+    else:
+        if method is None and args.resume is None:
+            raise ValueError("adapt: give a method, or --resume DIR to continue a run")
+        adapt(config)
+    return 0
+
+
+def _add_adapt_parser(sub) -> None:
+    from genmodels.adapt.adda import ADVERSARIES
+    from genmodels.adapt.run import METHODS
+    from genmodels.models.adapt import ENCODERS
+
+    adapt = sub.add_parser(
+        "adapt",
+        help="unsupervised domain adaptation: train on --source labels, adapt to --target",
+    )
+    adapt.add_argument(
+        "method", nargs="?", choices=[*METHODS, "compare"],
+        help="compare: every method over --seeds seeds, table.md in --out",
+    )  # fmt: skip
+    adapt.add_argument("--source", help="labelled data (default synth-digits): "
+                       "synth-digits | digits | mnist:DIR | usps:PATH | svhn:DIR")  # fmt: skip
+    adapt.add_argument("--target", help="unlabelled data (default digits), same choices")
+    adapt.add_argument("--epochs", type=int, help="all epochs (default: the method's own)")
+    adapt.add_argument("--pretrain-epochs", type=int, help="source epochs before adapting")
+    adapt.add_argument("--batch-size", type=int, help="per domain (default 64)")
+    adapt.add_argument("--lr", type=float, help="pretraining learning rate (default 1e-3)")
+    adapt.add_argument("--seed", type=int, help="default 0")
+    adapt.add_argument("--seeds", type=int, default=3, help="compare: seeds 0..N-1")
+    adapt.add_argument("--device", default="cpu")
+    adapt.add_argument("--out", help="run directory (default runs/adapt-METHOD)")
+    adapt.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    adapt.add_argument("--overwrite", action="store_true", help="start over in --out")
+    adapt.add_argument("--image-size", type=int, help="resize both domains to NxN")
+    adapt.add_argument("--grayscale", action="store_true", default=None,
+                       help="RGB to one channel (SVHN -> MNIST)")  # fmt: skip
+    adapt.add_argument("--source-size", type=int, help="use N source training images")
+    adapt.add_argument("--target-size", type=int, help="use N target training images")
+    adapt.add_argument("--encoder", choices=ENCODERS, help="default: lenet from 28x28, else small")
+    adapt.add_argument("--adversary", choices=sorted(ADVERSARIES), help="adda (default gan)")
+    adapt.add_argument(
+        "--backend", choices=["auto", "native", "triton", "reference"], help="default auto"
+    )
+    adapt.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction,
+        help="progress bars (default: when stderr is a terminal)",
+    )  # fmt: skip
+    adapt.set_defaults(run=_adapt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genmodels", description="Fast kernels and models for deep generative modelling."
@@ -132,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     from genmodels.training.tasks import TASKS
 
     train = sub.add_parser("train", help="train a model and write a run directory")
-    train.add_argument("model", nargs="?", choices=sorted(TASKS), help="optional with --resume")
+    models = sorted(k for k in TASKS if not k.startswith("adapt-"))  # those: genmodels adapt
+    train.add_argument("model", nargs="?", choices=models, help="optional with --resume")
     train.add_argument("--data", help="digits (default) | mnist:DIR | cifar10:DIR | folder:DIR")
     train.add_argument("--epochs", type=int, help="default: the model's own")
     train.add_argument("--batch-size", type=int, help="default 64")
@@ -181,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="default: the data it was trained on")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(run=_evaluate)
+
+    _add_adapt_parser(sub)
 
     backends = sub.add_parser("backends", help="which kernels this install has, and why not")
     backends.set_defaults(run=_backends)

@@ -103,3 +103,21 @@ def diagonal_lstm_recipe(
     out = torch.stack(columns, dim=3)
     out = torch.stack([out[:, :, r, r : r + width] for r in range(height)], dim=2)
     return out.flip(3) if reverse else out
+
+
+class _GradReverseRecipe(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lambda_):
+        ctx.lambda_ = lambda_
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out.neg() * ctx.lambda_, None
+
+
+def grad_reverse_recipe(x: Tensor, lambda_: float = 1.0) -> Tensor:
+    """The gradient-reversal layer as written in most domain-adaptation code (e.g. the
+    DANN reimplementations): an autograd.Function returning `x.view_as(x)`, whose backward
+    negates and scales the gradient."""
+    return _GradReverseRecipe.apply(x, lambda_)

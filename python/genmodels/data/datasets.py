@@ -80,14 +80,27 @@ def load(spec: str = "digits", *, binarize: bool = False) -> Splits:
         "cifar10": loaders.load_cifar10,
         "folder": loaders.load_folder,
     }
-    digits = kind == "digits" and not path
-    if not digits and (kind not in readers or not path):
+    known = (
+        (kind == "digits" and not path)
+        or kind == "synth-digits"
+        or (kind in ("usps", "svhn", *readers) and path)
+    )
+    if not known:
         raise ValueError(
-            f"data must be 'digits', 'mnist:DIR', 'cifar10:DIR' or 'folder:DIR', got {spec!r}"
+            f"data must be 'digits', 'synth-digits', 'mnist:DIR', 'usps:PATH', 'svhn:DIR', "
+            f"'cifar10:DIR' or 'folder:DIR', got {spec!r}"
         )
     if binarize and kind != "mnist":
         # Binarizing means MNIST's 256 gray levels thresholded at 128 (see load_mnist).
         raise ValueError(f"binarize (--binarize) applies to mnist:DIR only, not {spec!r}")
-    if digits:
+    if kind == "digits":
         return loaders.load_digits()
+    if kind == "synth-digits":
+        from genmodels.data import synth_digits
+
+        return synth_digits.load_synth_digits(**synth_digits.parse_options(path))
+    if kind in ("usps", "svhn"):
+        from genmodels.data import svhn, usps
+
+        return {"usps": usps.load_usps, "svhn": svhn.load_svhn}[kind](path)
     return readers[kind](path)

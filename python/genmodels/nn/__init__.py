@@ -1,6 +1,7 @@
 """Drop-in nn.Module layers built on genmodels.ops."""
 
 from genmodels.nn.dropout import Dropout
+from genmodels.nn.grad_reverse import GradientReversal
 from genmodels.nn.gradient_penalty import GradientPenalty
 from genmodels.nn.masked_conv2d import GatedPixelCNNLayer, MaskedConv2d
 from genmodels.nn.pixel_lstm import DiagonalLSTM, RowLSTM
@@ -11,6 +12,7 @@ __all__ = [
     "Dropout",
     "GatedPixelCNNLayer",
     "GradientPenalty",
+    "GradientReversal",
     "MaskedConv2d",
     "ReparameterizeKL",
     "RowLSTM",

@@ -2,6 +2,7 @@
 
 from genmodels.ops.diagonal_lstm import diagonal_lstm
 from genmodels.ops.dropout import dropout
+from genmodels.ops.grad_reverse import grad_reverse
 from genmodels.ops.gradient_penalty import gradient_penalty
 from genmodels.ops.masked_conv2d import gate, make_mask, masked_conv2d, masked_conv2d_gated
 from genmodels.ops.reparameterize_kl import reparameterize_kl
@@ -11,6 +12,7 @@ __all__ = [
     "diagonal_lstm",
     "dropout",
     "gate",
+    "grad_reverse",
     "gradient_penalty",
     "make_mask",
     "masked_conv2d",

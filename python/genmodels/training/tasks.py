@@ -389,3 +389,8 @@ TASKS: dict[str, type[Task]] = {
     "row-lstm": RowLSTMTask,
     "diagonal-bilstm": DiagonalBiLSTMTask,
 }
+
+# The domain-adaptation tasks (`genmodels adapt`) build on Task above: registered last.
+from genmodels.adapt.tasks import ADAPT_TASKS  # noqa: E402
+
+TASKS.update(ADAPT_TASKS)

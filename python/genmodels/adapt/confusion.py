@@ -1,0 +1,56 @@
+"""Domain confusion (Tzeng, Hoffman, Darrell and Saenko 2015, "Simultaneous deep transfer
+across domains and tasks", without its soft-label term, which needs target labels): a
+domain classifier learns to tell source features from target features, and the encoder is
+trained, besides the source labels, to make that classifier's output uniform: the
+cross-entropy between its prediction and (1/2, 1/2) on both domains. The two objectives
+are optimised alternately, each step one update of each.
+
+Selection: the last iterate (no target labels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genmodels.adapt.base import AdaptTask
+from genmodels.adapt.grad_reverse import domain_targets
+
+CONFUSION_WEIGHT = 1.0
+
+
+def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the domain prediction against the uniform distribution, averaged
+    over the samples: 0.5 * (softplus(-d) + softplus(d)) for a one-logit classifier."""
+    return 0.5 * (F.softplus(-logits) + F.softplus(logits)).mean()
+
+
+class ConfusionTask(AdaptTask):
+    name = "adapt-confusion"
+    method = "confusion"
+
+    def optimizers(self, model, lr):
+        return {
+            "source": torch.optim.Adam(self.source_parameters(model), lr=lr),
+            "domain": torch.optim.Adam(model.domain.parameters(), lr=lr),
+        }
+
+    def adapt_step(self, net, model, x_s, y_s, x_t, optimizers):
+        feats = net.encoder(torch.cat([x_s, x_t]))
+        # The domain classifier on fixed features.
+        logits = net.domain(feats.detach()).squeeze(1)
+        domain_loss = F.binary_cross_entropy_with_logits(
+            logits, domain_targets(len(x_s), len(x_t), logits.device)
+        )
+        optimizers["domain"].zero_grad(set_to_none=True)
+        domain_loss.backward()
+        optimizers["domain"].step()
+        # The encoder and label classifier: source labels plus confusion.
+        class_loss = F.cross_entropy(net.classifier(feats[: len(x_s)]), y_s)
+        conf = confusion_loss(net.domain(feats).squeeze(1))
+        loss = class_loss + CONFUSION_WEIGHT * conf
+        optimizers["source"].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers["source"].step()
+        return {"loss": loss.item(), "class_loss": class_loss.item(),
+                "domain_loss": domain_loss.item(), "confusion": conf.item()}  # fmt: skip
