@@ -80,8 +80,6 @@ def _grad_reverse_case(device: torch.device) -> Case:
     )
 
 
-
-
 def _masked_conv2d_gated_case(device: torch.device) -> Case:
     batch, channels, size = (64, 128, 32) if device.type == "cuda" else (16, 64, 28)
 
