@@ -63,9 +63,19 @@ def _check_module(m: nn.Module, path: str) -> None:
             raise NotAChain(f"{_describe(m, path)}.{name} is a {type(p).__name__}")
 
 
+def _plain_sequential(m: nn.Module) -> bool:
+    """An nn.Sequential, or a subclass that keeps its call, forward and iteration (a class
+    that only adds a constructor, as genmodels' ADDA discriminator does)."""
+    cls = type(m)
+    return isinstance(m, nn.Sequential) and all(
+        getattr(cls, name) is getattr(nn.Sequential, name)
+        for name in ("__call__", "forward", "__iter__", "_call_impl")
+    )
+
+
 def _flatten(module: nn.Module, path: str) -> list[nn.Module]:
     _check_module(module, path)
-    if type(module) is nn.Sequential:
+    if _plain_sequential(module):
         layers = []
         # Not named_children(): it skips a module that appears twice.
         for name, child in module._modules.items():
@@ -102,7 +112,8 @@ def find_chain(D: object) -> list[nn.Module]:
     """The layers of `D` when it is a piecewise-linear chain; raises NotAChain saying which
     module is not, and why.
 
-    Accepted: an ``nn.Sequential`` (nested ones too) of exactly Conv2d (zero padding),
+    Accepted: an ``nn.Sequential`` (nested ones too; a subclass only if it keeps the
+    container's forward, call and iteration) of exactly Conv2d (zero padding),
     Linear, ReLU, LeakyReLU, Flatten and Identity with at least one affine layer, or a
     module whose ``piecewise_linear_layers()`` returns such a list (the DCGAN critic does),
     and whose own class defines ``forward`` beside that method. Refused: subclasses of
@@ -121,7 +132,7 @@ def find_chain(D: object) -> list[nn.Module]:
             "D is wrapped in DistributedDataParallel, whose gradient synchronisation runs in "
             "its own forward"
         )
-    if type(D) is nn.Sequential:
+    if _plain_sequential(D):
         layers = _flatten(D, "")
     elif callable(getattr(D, "piecewise_linear_layers", None)):
         owner = _declaring_class(D)
