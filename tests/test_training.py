@@ -76,7 +76,8 @@ def test_pixelcnn_learning_rate_schedule_resumes_exactly(tmp_path, monkeypatch):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, str(path))
+    keys = {"model_kind": "vae", "model_config": {}, "config": {}, "levels": 17}
+    save_checkpoint({**keys, "model": {"w": torch.ones(3)}, "epoch": 1}, str(path))
 
     def broken_save(obj, f):
         f.write(b"partial")
@@ -84,7 +85,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, str(path))
+        save_checkpoint({**keys, "model": {"w": torch.zeros(3)}, "epoch": 2}, str(path))
     monkeypatch.undo()
     assert load_checkpoint(str(path))["epoch"] == 1
     assert os.listdir(tmp_path) == ["checkpoint.pt"], "no temporary file is left behind"

@@ -42,8 +42,9 @@ def check_args(args) -> None:
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError(f"{flag} must be a positive finite number, got {value}")
     device = check_device(args.device) if getattr(args, "device", None) else None
-    if getattr(args, "backend", None) is not None:
-        check_backend(args.backend, device or torch.device("cpu"))
+    if hasattr(args, "backend"):
+        # None: not given (a resumed run keeps its own); GENMODELS_BACKEND still applies.
+        check_backend(args.backend or "auto", device or torch.device("cpu"))
 
 
 def check_device(text: str, flag: str = "--device") -> torch.device:
