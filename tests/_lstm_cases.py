@@ -134,7 +134,9 @@ def test_gradcheck(spec, backend):
     skip_unavailable(backend, spec=spec)
     gates_x, weight, bias = make_inputs(spec, (2, 8, 3, 4), torch.float64)
     inputs = tuple(t.requires_grad_(True) for t in (gates_x, weight, bias))
-    assert torch.autograd.gradcheck(lambda *a: spec.fn(*a, backend=backend), inputs)
+    # fast_mode (random projections) for Triton: every evaluation runs the interpreter.
+    fast = backend == "triton"
+    assert torch.autograd.gradcheck(lambda *a: spec.fn(*a, backend=backend), inputs, fast_mode=fast)
 
 
 def test_reference_gradgradcheck(spec):
