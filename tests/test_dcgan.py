@@ -106,7 +106,7 @@ def test_trainer_runs_a_gan(tmp_path, loss):
     assert metrics["fd"] > 0 and 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
     # One epoch of training moved both networks away from their initialisation.
     model, ckpt = restore(str(tmp_path), best=False)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(ckpt["config"]["seed"])
     initial = DCGAN(**ckpt["model_config"])
     for name in ("generator", "discriminator"):
         trained = torch.cat([p.flatten() for p in getattr(model, name).parameters()])
