@@ -42,6 +42,7 @@ from torch import Tensor
 
 from genmodels import _backend
 from genmodels.ops import _checks
+from genmodels.ops._graph_grads import reference_grads
 
 OP = "masked_conv2d"
 MASK_TYPES = ("A", "B", "VA", "VB", "HA", "HB")
@@ -358,25 +359,9 @@ def _(grad_out, x, weight, mask_type, color_groups, backend, need_input, need_we
     return gx, gw if need_weight else weight.new_empty((0,))
 
 
-def _reference_grads(ctx, reference, inputs, grad_out):
-    """Under create_graph=True: the gradients of `reference(*inputs)` by autograd, so they
-    are differentiable again (the kernels' backward builds no graph)."""
-    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
-    grads = [None] * len(inputs)
-    if wanted:
-        with torch.enable_grad():
-            out = reference(*inputs)
-            found = torch.autograd.grad(
-                out, [inputs[i] for i in wanted], grad_out, create_graph=True, allow_unused=True
-            )
-        for i, g in zip(wanted, found, strict=True):
-            grads[i] = torch.zeros_like(inputs[i]) if g is None else g
-    return grads
-
-
 def _conv_grads(ctx, grad_out, x, weight, backward=_backward_op):
     if torch.is_grad_enabled():
-        gx, gw = _reference_grads(
+        gx, gw = reference_grads(
             ctx,
             lambda x, w: masked_conv2d_reference(x, w, None, ctx.mask_type, ctx.color_groups),
             (x, weight),
@@ -478,7 +463,7 @@ def _gated_setup_context(ctx, inputs, output):
 def _gated_backward(ctx, grad_out):
     x, weight, bias, addend = ctx.saved_tensors
     if torch.is_grad_enabled():
-        grads = _reference_grads(
+        grads = reference_grads(
             ctx,
             lambda x, w, b, a: masked_conv2d_gated_reference(
                 x, w, b, a, ctx.mask_type, ctx.color_groups

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from genmodels import _backend
 from genmodels.ops import _checks
+from genmodels.ops._graph_grads import reference_grads
 from genmodels.ops._philox import draw_seed, philox_normals, seed_words
 
 OP = "reparameterize_kl"
@@ -110,7 +111,12 @@ def _gradients(ctx, grad_z, grad_kl, backward):
         # create_graph=True: the kernels build no graph, so the gradients come from the
         # reference by autograd (the same noise: eps, or the Philox stream of `seed`).
         return (
-            *_reference_gradients(ctx, grad_z, grad_kl, mu, logvar, eps, seed),
+            *reference_grads(
+                ctx,
+                lambda m, lv, e: reparameterize_kl_reference(m, lv, e, seed, ctx.num_samples),
+                (mu, logvar, eps),
+                (grad_z, grad_kl),
+            ),
             None,
             None,
             None,
@@ -122,23 +128,6 @@ def _gradients(ctx, grad_z, grad_kl, backward):
     if eps is not None and ctx.needs_input_grad[2]:
         grad_eps = grad_z * torch.exp(0.5 * logvar.float()).to(logvar.dtype)
     return grad_mu, grad_logvar, grad_eps, None, None, None
-
-
-def _reference_gradients(ctx, grad_z, grad_kl, mu, logvar, eps, seed):
-    inputs = (mu, logvar, eps)
-    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
-    grads = [None, None, None]
-    if not wanted:
-        return grads
-    with torch.enable_grad():
-        z, kl = reparameterize_kl_reference(mu, logvar, eps, seed, ctx.num_samples)
-        found = torch.autograd.grad(
-            (z, kl), [inputs[i] for i in wanted], (grad_z, grad_kl), create_graph=True,
-            allow_unused=True,
-        )  # fmt: skip
-    for i, g in zip(wanted, found, strict=True):
-        grads[i] = torch.zeros_like(inputs[i]) if g is None else g
-    return grads
 
 
 def _backward(ctx, grad_z, grad_kl):
