@@ -19,9 +19,10 @@ draws are a negligible part of a step).
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -87,10 +88,10 @@ def scaled_naive(model, n: int) -> float:
     return total
 
 
-def measure(threads: int, full_naive_cases) -> list[dict]:
+def measure(threads: int, full_naive_cases, cases=tuple(CASES)) -> list[dict]:
     torch.set_num_threads(threads)
     rows = []
-    for case in CASES:
+    for case in cases:
         for name in MODELS:
             model, n = make_model(name, case)
             time_sampler(model, min(n, 4), "cached")  # warm-up
@@ -113,11 +114,14 @@ def measure(threads: int, full_naive_cases) -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict], conditions: dict) -> str:
+def to_markdown(rows: list[dict]) -> str:
+    runs = []
+    for r in rows:
+        if r.get("conditions") not in runs:
+            runs.append(r.get("conditions"))
     lines = [
         "# Sampling on CPU: cached (native) vs naive",
         "",
-        "Conditions: " + ", ".join(f"{k}: {v}" for k, v in conditions.items()) + ".",
         "Float32, random weights at the default widths (PixelCNN: 64 channels, 8 blocks; "
         "Gated PixelCNN: 64 channels, 6 layers, 3x3; 66 channels for RGB, which needs a "
         "multiple of 6), eval mode; best of 2 interleaved runs of each sampler (naive: a "
@@ -125,10 +129,13 @@ def to_markdown(rows: list[dict], conditions: dict) -> str:
         "`cache` is the sampler's workspace plus its packed weights while it samples; it is "
         "freed when `sample` returns.",
         "",
+        *(f"Run {i + 1}: " + ", ".join(f"{k}: {v}" for k, v in (c or {}).items()) + "."
+          for i, c in enumerate(runs)),
+        "",
         "| case | model | threads | images | cached s | images/s | naive s | naive timing "
-        "| speedup | target | params MiB | cache MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "| speedup | target | params MiB | cache MiB | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
     for r in rows:
         target = f"{r['target']:.0f}x {'met' if r['speedup'] >= r['target'] else 'NOT met'}" if (
             r["target"]) else "-"  # fmt: skip
@@ -136,33 +143,60 @@ def to_markdown(rows: list[dict], conditions: dict) -> str:
             f"| {r['case']} | {r['model']} | {r['threads']} | {r['images']} "
             f"| {r['cached_s']:.3f} | {r['cached_images_per_s']:.1f} | {r['naive_s']:.2f} "
             f"| {r['naive_timing']} | {r['speedup']:.0f}x | {target} "
-            f"| {r['parameter_bytes'] / 2**20:.2f} | {r['cache_bytes'] / 2**20:.2f} |"
+            f"| {r['parameter_bytes'] / 2**20:.2f} | {r['cache_bytes'] / 2**20:.2f} "
+            f"| {runs.index(r.get('conditions')) + 1} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def render(path: Path) -> None:
     """Rewrites the .md of a results .json (python benchmarks/bench_sampling.py --render)."""
-    data = json.loads(path.read_text())
-    path.with_suffix(".md").write_text(to_markdown(data["rows"], data["conditions"]))
+    path.with_suffix(".md").write_text(to_markdown(json.loads(path.read_text())["rows"]))
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--render"]:
-        return render(Path(__file__).parent / "results" / "cpu-sampling.json")
-    full = set(sys.argv[1].split(",")) if len(sys.argv) > 1 else {"8x8 digits"}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--render", action="store_true", help="rewrite the .md from the .json")
+    parser.add_argument(
+        "--full-naive",
+        default="8x8 digits",
+        help="comma-separated cases whose naive sampler runs in full",
+    )
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help="comma-separated cases to measure (others keep their stored rows)",
+    )
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    args = parser.parse_args()  # fmt: skip
+    out = Path(__file__).parent / "results" / "cpu-sampling.json"
+    if args.render:
+        return render(out)
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"--cases: unknown {unknown}, known: {list(CASES)}")
+    threads = [int(t) for t in args.threads.split(",")]
     conditions = dict(
-        machine=f"{platform.processor() or platform.machine()}, 2 cores shared with other jobs",
+        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        load_average_before=f"{os.getloadavg()[0]:.2f}",
         torch=torch.__version__,
         python=platform.python_version(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     )
-    rows = measure(1, full) + measure(2, full)
-    out = Path(__file__).parent / "results"
-    (out / "cpu-sampling.json").write_text(json.dumps(dict(conditions=conditions, rows=rows),
-                                                      indent=1))  # fmt: skip
-    (out / "cpu-sampling.md").write_text(to_markdown(rows, conditions))
-    print(to_markdown(rows, conditions))
+    full = set(args.full_naive.split(","))
+    rows = [row for t in threads for row in measure(t, full, cases)]
+    conditions["load_average_after"] = f"{os.getloadavg()[0]:.2f}"
+    for row in rows:
+        row["conditions"] = conditions
+    if out.exists():  # keep the stored rows of what this run did not measure
+        fresh = {(r["case"], r["model"], r["threads"]) for r in rows}
+        kept = [r for r in json.loads(out.read_text())["rows"]
+                if (r["case"], r["model"], r["threads"]) not in fresh]  # fmt: skip
+        rows = sorted(kept + rows, key=lambda r: (r["threads"], list(CASES).index(r["case"])))
+    out.write_text(json.dumps(dict(rows=rows), indent=1))
+    out.with_suffix(".md").write_text(to_markdown(rows))
+    print(to_markdown(rows))
 
 
 if __name__ == "__main__":

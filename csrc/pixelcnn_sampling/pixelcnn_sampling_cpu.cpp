@@ -5,8 +5,9 @@
 // from earlier steps): every convolution is a small GEMM [images, K_g] x [K_g, C_out / G]
 // whose rows are gathered straight from the caches as runs of consecutive memory (one run
 // per kernel row, plus the center tap's input-channel prefix), so nothing is copied into
-// an im2col. The images are split between the threads for the whole step (they are
-// independent), which costs one parallel region per step instead of one per layer.
+// an im2col. The images are split between the threads for a whole image row (they are
+// independent, and the random draws are made before the row), which costs one parallel
+// region per row instead of one per layer and sub-pixel.
 //
 // Caches (all in the caller's zeroed workspace): each k x k convolution's input as a ring
 // of the last k // 2 + 1 image rows, zero-padded by k // 2 columns on each side (rows above
@@ -521,6 +522,24 @@ void setup(Net& net, const std::vector<at::Tensor>& metas, const std::vector<at:
               "pixelcnn_sampling: colour groups must be 1 or the number of channels");
 }
 
+// Index of the sample torch.multinomial(probs, 1) draws given its exponential noise q:
+// argmax(probs / q), the first maximum, a NaN counting as the maximum (as torch.argmax).
+inline int64_t draw_level(const float* probs, const float* q, int64_t levels) {
+  int64_t best = 0;
+  float best_value = probs[0] / q[0];
+  if (std::isnan(best_value)) return 0;
+  for (int64_t l = 1; l < levels; ++l) {
+    const float v = probs[l] / q[l];
+    if (std::isnan(v)) return l;
+    if (v > best_value) best = l, best_value = v;
+  }
+  return best;
+}
+
+// The random draws do not depend on the logits: torch.multinomial(probs, 1, generator=g)
+// is argmax(probs / q) with q = empty_like(probs).exponential_(1, g). So the main thread
+// draws a whole row's q first, in the naive sampler's order (columns, then channels), and
+// the threads then sample their images through the row with no barrier per sub-pixel.
 template <typename T, typename Net>
 void run(Net& net, at::Tensor& x, std::optional<at::Tensor>& logits_out, at::Tensor& workspace,
          std::optional<at::Generator>& generator) {
@@ -530,32 +549,38 @@ void run(Net& net, at::Tensor& x, std::optional<at::Tensor>& logits_out, at::Ten
   const at::Tensor logits_all =
       workspace.narrow(0, net.logits.data - base, n * channels * levels).view({n, -1});
   const T scale = static_cast<T>(2.0 / static_cast<double>(levels - 1));
-  const auto parallel = [&](auto&& body) {
-    at::parallel_for(0, n, kImagesPerTask, [&](int64_t b0, int64_t b1) { body(b0, b1 - b0); });
-  };
+  const auto noise_options = at::TensorOptions().dtype(at::kFloat);
+  std::vector<at::Tensor> noise(size * channels);
   for (int64_t i = 0; i < size; ++i) {
-    parallel([&](int64_t b0, int64_t nb) { net.row(i, b0, nb); });
-    for (int64_t j = 0; j < size; ++j) {
-      int64_t computed = -1;
-      for (int64_t c = 0; c < channels; ++c) {
-        const int64_t g = c * net.groups / channels;
-        if (g != computed) {
-          parallel([&](int64_t b0, int64_t nb) { net.step(i, j, g, b0, nb); });
-          computed = g;
+    for (auto& q : noise) q = at::empty({n, levels}, noise_options).exponential_(1, generator);
+    at::parallel_for(0, n, kImagesPerTask, [&](int64_t b0, int64_t b1) {
+      const int64_t nb = b1 - b0;
+      net.row(i, b0, nb);
+      for (int64_t j = 0; j < size; ++j) {
+        int64_t computed = -1;
+        for (int64_t c = 0; c < channels; ++c) {
+          const int64_t g = c * net.groups / channels;
+          if (g != computed) {
+            net.step(i, j, g, b0, nb);
+            computed = g;
+          }
+          const at::Tensor lg = logits_all.narrow(0, b0, nb).narrow(1, c * levels, levels);
+          const at::Tensor probs = lg.to(at::kFloat).softmax(1).contiguous();
+          const float* p = probs.const_data_ptr<float>();
+          const float* q = noise[j * channels + c].const_data_ptr<float>() + b0 * levels;
+          for (int64_t bb = 0; bb < nb; ++bb) {
+            const int64_t b = b0 + bb;
+            const int64_t d = draw_level(p + bb * levels, q + bb * levels, levels);
+            xa[b][c][i][j] = d;
+            // to_unit in the model's dtype: level * (2 / (levels - 1)) - 1
+            const T product = static_cast<T>(d) * scale;
+            net.x.at(i, b, j)[c] = product - T(1);
+          }
+          if (logits_out)
+            logits_out->narrow(0, b0, nb).select(4, j).select(3, i).select(2, c).copy_(lg);
         }
-        const at::Tensor lg = logits_all.narrow(1, c * levels, levels);
-        const at::Tensor drawn =
-            at::multinomial(lg.to(at::kFloat).softmax(1), 1, false, generator).view({n});
-        const int64_t* d = drawn.const_data_ptr<int64_t>();
-        for (int64_t b = 0; b < n; ++b) {
-          xa[b][c][i][j] = d[b];
-          // to_unit in the model's dtype: level * (2 / (levels - 1)) - 1
-          const T product = static_cast<T>(d[b]) * scale;
-          net.x.at(i, b, j)[c] = product - T(1);
-        }
-        if (logits_out) logits_out->select(4, j).select(3, i).select(2, c).copy_(lg);
       }
-    }
+    });
   }
 }
 
