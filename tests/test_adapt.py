@@ -119,6 +119,39 @@ def test_adda_wgan_gp_takes_the_first_order_penalty(tmp_path, monkeypatch):
     assert methods and set(methods) == {("chain", "auto")}
 
 
+def test_confusion_weight(tmp_path, monkeypatch):
+    import genmodels.adapt.confusion as confusion_module
+
+    seen = []
+    real = confusion_module.confusion_loss
+
+    def spy(logits):
+        loss = real(logits)
+        seen.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(confusion_module, "confusion_loss", spy)
+    adapt(config(tmp_path, "confusion", name="w", confusion_weight=0.25))
+    ckpt = load_checkpoint(str(tmp_path / "w" / "checkpoint.pt"))
+    assert ckpt["config"]["model_kwargs"]["confusion_weight"] == 0.25
+    log = (tmp_path / "w" / "log.csv").read_text().splitlines()
+    header, last = log[0].split(","), log[-1].split(",")
+    # train_loss is the mean of class loss + 0.25 * confusion over the epoch's steps.
+    assert seen and float(last[header.index("train_loss")]) > 0.25 * min(seen)
+    # Weight 0: the encoder and classifier learn the source labels only, so the run equals
+    # one whose confusion term is replaced by zero.
+    monkeypatch.setattr(confusion_module, "confusion_loss", lambda logits: real(logits) * 0)
+    adapt(config(tmp_path, "confusion", name="zeroed"))
+    monkeypatch.setattr(confusion_module, "confusion_loss", real)
+    adapt(config(tmp_path, "confusion", name="w0", confusion_weight=0.0))
+    a = load_checkpoint(str(tmp_path / "zeroed" / "checkpoint.pt"))["model"]
+    b = load_checkpoint(str(tmp_path / "w0" / "checkpoint.pt"))["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="--confusion-weight must be a finite number >= 0"):
+            adapt(config(tmp_path, "confusion", name="bad", confusion_weight=bad, overwrite=True))
+
+
 def test_adda_target_encoder_starts_as_the_source_encoder(tmp_path):
     adapt(config(tmp_path, "adda", epochs=2))
     ckpt = load_checkpoint(str(tmp_path / "adda" / "checkpoint.pt"))
@@ -222,6 +255,7 @@ def _usps_folder(tmp_path, classes=10):
         (["adapt", "adda", "--source", "synth-digits", "--target", "synth-digits"], "same data"),
         (["adapt", "confusion", "--adversary", "lsgan"], "--adversary applies to adda only"),
         (["adapt", "adda", "--adversary", "hinge"], "invalid choice"),
+        (["adapt", "adda", "--confusion-weight", "0.5"], "--confusion-weight applies to"),
         (
             ["adapt", "adda", "--source", SOURCE, "--epochs", "3", "--pretrain-epochs", "3"],
             "no adaptation epochs",

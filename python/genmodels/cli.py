@@ -131,6 +131,7 @@ def _adapt(args: argparse.Namespace) -> int:
         encoder=args.encoder, image_size=args.image_size, grayscale=args.grayscale,
         source_size=args.source_size, target_size=args.target_size,
         pretrain_epochs=args.pretrain_epochs, adversary=args.adversary,
+        confusion_weight=args.confusion_weight,
     )  # fmt: skip
     if method == "compare":
         if args.resume is not None or args.seed is not None:
@@ -176,6 +177,8 @@ def _add_adapt_parser(sub) -> None:
     adapt.add_argument("--target-size", type=int, help="use N target training images")
     adapt.add_argument("--encoder", choices=ENCODERS, help="default: lenet from 28x28, else small")
     adapt.add_argument("--adversary", choices=sorted(ADVERSARIES), help="adda (default gan)")
+    adapt.add_argument("--confusion-weight", type=float,
+                       help="confusion: weight of the confusion loss (default 0.1)")  # fmt: skip
     adapt.add_argument(
         "--backend", choices=["auto", "native", "triton", "reference"], help="default auto"
     )

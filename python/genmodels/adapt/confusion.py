@@ -5,10 +5,17 @@ trained, besides the source labels, to make that classifier's output uniform: th
 cross-entropy between its prediction and (1/2, 1/2) on both domains. The two objectives
 are optimised alternately, each step one update of each.
 
-Selection: the last iterate (no target labels).
+The confusion loss's weight (``confusion_weight``, default 0.1) was chosen without target
+labels, on the validation domain accuracy (how well the domain classifier tells the two
+domains' validation features apart; 0.5 is aligned) and the source validation accuracy:
+at 1.0 the encoder chased the domain classifier until its loss grew every epoch and its
+features collapsed; at 0.01 the domain accuracy stayed at 0.82-0.90; at 0.1 it fell to
+0.61-0.77 with the source accuracy unchanged (seed 0, embedded pair).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +23,7 @@ import torch.nn.functional as F
 from genmodels.adapt.base import AdaptTask
 from genmodels.adapt.grad_reverse import domain_targets
 
-CONFUSION_WEIGHT = 1.0
+DEFAULT_WEIGHT = 0.1
 
 
 def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -28,6 +35,20 @@ def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
 class ConfusionTask(AdaptTask):
     name = "adapt-confusion"
     method = "confusion"
+    extra_options = ("confusion_weight",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        weight = self.options.get("confusion_weight")
+        if weight is None:
+            weight = DEFAULT_WEIGHT
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not (math.isfinite(weight) and weight >= 0)
+        ):
+            raise ValueError(f"--confusion-weight must be a finite number >= 0, got {weight!r}")
+        self.weight = float(weight)
 
     def optimizers(self, model, lr):
         return {
@@ -48,7 +69,7 @@ class ConfusionTask(AdaptTask):
         # The encoder and label classifier: source labels plus confusion.
         class_loss = F.cross_entropy(net.classifier(feats[: len(x_s)]), y_s)
         conf = confusion_loss(net.domain(feats).squeeze(1))
-        loss = class_loss + CONFUSION_WEIGHT * conf
+        loss = class_loss + self.weight * conf
         optimizers["source"].zero_grad(set_to_none=True)
         loss.backward()
         optimizers["source"].step()

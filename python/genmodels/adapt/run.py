@@ -19,7 +19,7 @@ FEATURES = "features.png"
 TABLE = "table.md"
 # Options that go to the task (checkpointed as the run's model_kwargs).
 OPTIONS = ("encoder", "image_size", "grayscale", "source_size", "target_size",
-           "pretrain_epochs", "adversary")  # fmt: skip
+           "pretrain_epochs", "adversary", "confusion_weight")  # fmt: skip
 
 
 def task_name(method: str) -> str:
@@ -50,9 +50,11 @@ class AdaptConfig:
     target_size: int | None = None
     pretrain_epochs: int | None = None
     adversary: str | None = None
+    confusion_weight: float | None = None
 
     def options(self) -> dict:
-        return {k: getattr(self, k) for k in OPTIONS if getattr(self, k) not in (None, False)}
+        # `is`, not `in (None, False)`: a weight of 0.0 equals False but is a setting.
+        return {k: v for k in OPTIONS if (v := getattr(self, k)) is not None and v is not False}
 
 
 def _same_data(a: str, b: str) -> bool:
@@ -79,6 +81,8 @@ def check(cfg: AdaptConfig) -> None:
         )
     if cfg.adversary is not None and cfg.method not in (None, "adda"):
         raise ValueError(f"--adversary applies to adda only, not {cfg.method}")
+    if cfg.confusion_weight is not None and cfg.method not in (None, "confusion"):
+        raise ValueError(f"--confusion-weight applies to confusion only, not {cfg.method}")
     if cfg.pretrain_epochs is not None and cfg.method == "source-only":
         raise ValueError("--pretrain-epochs applies to the adapting methods; use --epochs")
 
@@ -178,8 +182,7 @@ def compare(
     out = out or os.path.join("runs", "adapt-compare")
     source, target = base.source or "synth-digits", base.target or "digits"
     for method in methods:
-        check(dataclasses.replace(base, method=method, adversary=_adversary(base, method),
-                                  pretrain_epochs=_pretrain(base, method)))  # fmt: skip
+        check(_for_method(base, method))
     results: dict[str, list[float]] = {}
     for method in methods:
         for seed in range(seeds):
@@ -192,12 +195,14 @@ def compare(
     return results
 
 
-def _adversary(base: AdaptConfig, method: str):
-    return base.adversary if method == "adda" else None
-
-
-def _pretrain(base: AdaptConfig, method: str):
-    return None if method == "source-only" else base.pretrain_epochs
+def _for_method(base: AdaptConfig, method: str, **changes) -> AdaptConfig:
+    """`compare`'s settings for one method: the options of other methods left out."""
+    return dataclasses.replace(
+        base, method=method,
+        adversary=base.adversary if method == "adda" else None,
+        confusion_weight=base.confusion_weight if method == "confusion" else None,
+        pretrain_epochs=None if method == "source-only" else base.pretrain_epochs, **changes,
+    )  # fmt: skip
 
 
 def _one(base: AdaptConfig, method: str, seed: int, run: str) -> dict:
@@ -207,10 +212,7 @@ def _one(base: AdaptConfig, method: str, seed: int, run: str) -> dict:
             return json.load(f)
     # Source only trains as long as the other methods' pretraining stage.
     epochs = base.pretrain_epochs if method == "source-only" else base.epochs
-    cfg = dataclasses.replace(
-        base, method=method, seed=seed, out=run, epochs=epochs,
-        adversary=_adversary(base, method), pretrain_epochs=_pretrain(base, method),
-    )  # fmt: skip
+    cfg = _for_method(base, method, seed=seed, out=run, epochs=epochs)
     if os.path.isfile(os.path.join(run, CHECKPOINT)):
         cfg = AdaptConfig(resume=run, device=base.device, progress=base.progress)
     return adapt(cfg)
