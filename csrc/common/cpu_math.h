@@ -99,6 +99,8 @@ inline void sincos_turns(float t, float& s, float& c) {
 
 // tanh(x) for any float (Cephes tanhf): a polynomial below |x| = 0.625, where
 // 1 - 2 / (exp(2x) + 1) would cancel, that expression above it.
+// One comparison on |x| (not a short-circuit && of two) lets GCC if-convert the loops
+// that call it.
 inline float tanh_any(float x) {
   const float z = x * x;
   float p = -5.70498872745e-3f;
@@ -108,7 +110,7 @@ inline float tanh_any(float x) {
   p = p * z - 3.33332819422e-1f;
   const float small = x + x * z * p;
   const float large = 1.0f - 2.0f / (exp_any(2.0f * x) + 1.0f);
-  return (x < 0.625f && x > -0.625f) ? small : large;
+  return std::fabs(x) < 0.625f ? small : large;
 }
 
 // 1 / (1 + exp(-x)) for any float.

@@ -36,19 +36,7 @@ namespace lstm_detail {
 
 inline float sigmoid(float x) { return cpu_math::sigmoid_any(x); }
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-// cpu_math::tanh_any's range test is a short-circuit &&, which keeps GCC from
-// if-converting the cell loops; one comparison on |x| selects the same branch.
-inline float tanh(float x) {
-  const float z = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const float small = x + x * z * p;
-  const float large = 1.0f - 2.0f / (cpu_math::exp_any(2.0f * x) + 1.0f);
-  return std::fabs(x) < 0.625f ? small : large;
-}
+inline float tanh(float x) { return cpu_math::tanh_any(x); }
 inline double tanh(double x) { return std::tanh(x); }
 
 // col rows q = b * n + i of the step whose positions are pos[first .. first + n).
