@@ -23,6 +23,18 @@ def masked_conv2d_recipe(x: Tensor, weight: Tensor, bias: Tensor | None, mask: T
     return F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
 
 
+def masked_conv2d_inplace_recipe(
+    x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor
+) -> Tensor:
+    """The masked convolution as pytorch-generative writes it, the cheapest hand-written
+    form: the mask is multiplied into the weight in place, outside autograd, before each
+    forward pass, so the convolution is one dense call with no extra autograd node. The
+    masked taps still get (unused) gradients and are re-zeroed by the next call."""
+    with torch.no_grad():
+        weight.mul_(mask)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
+
+
 def shifted_conv2d(x: Tensor, w_above: Tensor, w_row: Tensor, bias: Tensor | None) -> Tensor:
     """PixelCNN++'s no-waste alternative: the rows above through a down-shifted (c x k)
     convolution, the current row (left of the pixel, and the pixel for mask B) through a
