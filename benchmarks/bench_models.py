@@ -179,8 +179,10 @@ def pixelcnn_main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--contention", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile provider")
     args = parser.parse_args(argv)
     contended = args.contention or requested()
+    providers = PIXELCNN_PROVIDERS[:-1] if args.no_compile else PIXELCNN_PROVIDERS
     print(
         f"device {DEVICE}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
         f"before {load_average()}, competing load on one core: {'yes' if contended else 'no'}"
@@ -189,13 +191,14 @@ def pixelcnn_main(argv: list[str]) -> None:
         "\n| step | threads | genmodels | in-place twin | weight*mask twin | compile(in-place) "
         "| vs in-place | vs weight*mask | vs compile |\n|---|---:|" + "---:|" * 7
     )
+    blank = [""] * (len(PIXELCNN_PROVIDERS) - len(providers))
     with competing_load() if contended else nullcontext():
         for threads in map(int, args.threads.split(",")):
             torch.set_num_threads(threads)
             for name, *med in interleaved(args.rounds, ("pixelcnn", "pixelcnn-28x28"),
-                                          PIXELCNN_PROVIDERS):  # fmt: skip
-                cells = [f"{t * 1e3:.2f} ms" for t in med]
-                cells += [f"{t / med[0]:.2f}x" for t in med[1:]]
+                                          providers):  # fmt: skip
+                cells = [f"{t * 1e3:.2f} ms" for t in med] + blank
+                cells += [f"{t / med[0]:.2f}x" for t in med[1:]] + blank
                 print(f"| {name} | {threads} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average after {load_average()}")
 

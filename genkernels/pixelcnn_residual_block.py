@@ -2,8 +2,9 @@
 
 The convolutions are masked_conv2d's implicit GEMMs (the last one adds the residual input
 in its epilogue); one elementwise kernel fuses ReLU with dropout (forward: r = relu(t) and
-d = dropout(r); backward: dropout(g) * (r > 0)), drawing dropout's Philox words for element
-i of the channels_last storage as the dropout kernel does.
+d = dropout(r), drawing dropout's Philox words for element i of the channels_last storage
+as the dropout kernel does; backward: g * scale where the saved d is not 0, which reads both
+masks off d without drawing again).
 """
 
 import torch
@@ -24,7 +25,8 @@ def _relu_dropout_kernel(
     threshold, scale, scale_f64: tl.float64,
     BACKWARD: tl.constexpr, DROPOUT: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    # forward: r = relu(t), d = dropout(r). backward: d = dropout(t) * (r > 0).
+    # forward: r = relu(t), d = dropout(r). backward (r is the saved dropout output or the
+    # ReLU's input): d = t * scale where r > 0, else 0.
     pid = tl.program_id(0).to(tl.int64)
     i = pid * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
@@ -34,12 +36,15 @@ def _relu_dropout_kernel(
         t = tl.load(t_ptr + i, mask=mask, other=0.0).to(tl.float32)
     if BACKWARD:
         r = tl.load(r_ptr + i, mask=mask, other=0.0)
-        value = t
+        if IS_F64:
+            value = tl.where(r <= 0, 0.0, t * scale_f64)  # torch's threshold_backward
+        else:
+            value = tl.where(r <= 0, 0.0, t * scale)
     else:
         value = tl.where(t > 0, t, 0.0)
         value = tl.where(t != t, t, value)  # NaN stays NaN, as in torch.relu
         tl.store(r_ptr + i, value.to(r_ptr.dtype.element_ty), mask=mask)
-    if DROPOUT:
+    if DROPOUT and not BACKWARD:
         g = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
         w0, w1, w2, w3 = philox_group(g, seed_lo, seed_hi, off_lo, off_hi)
         words = tl.interleave(tl.interleave(w0, w2), tl.interleave(w1, w3))
@@ -49,13 +54,12 @@ def _relu_dropout_kernel(
         else:
             kept = value * scale
         value = tl.where(keep, kept, value * 0.0)
-    if BACKWARD:
-        value = tl.where(r <= 0, 0.0, value)  # torch's threshold_backward
     tl.store(d_ptr + i, value.to(d_ptr.dtype.element_ty), mask=mask)
 
 
 def _relu_dropout(t, r, backward: bool, drop):
-    """drop: None, or (seed, offset, threshold, scale) of dropout's stream."""
+    """drop: None, or (seed, offset, threshold, scale) of dropout's stream (backward uses
+    the scale only)."""
     n = t.numel()
     out = torch.empty_like(t)
     if n == 0:
@@ -75,31 +79,29 @@ def _cl(t):
 
 
 def forward(x, w1, b1, w2, b2, w3, b3, taps, cm1, cm2, cm3, drop):
-    """(out, r1, r2), channels_last; see the spec for r1 and r2."""
+    """(out, r1, d), channels_last: r1 = relu(conv_1(relu(x))), d = dropout(relu(conv_2(r1)))."""
     x = _cl(x)
     a = _relu_dropout(x, torch.empty_like(x), False, None)  # relu(x)
     t1 = _cl(conv.forward(a, w1, b1, None, [0], cm1, gated_groups=0))
     r1 = _relu_dropout(t1, t1, False, None)
     t2 = _cl(conv.forward(r1, w2, b2, None, taps, cm2, gated_groups=0))
-    r2 = torch.empty_like(t2)
-    d = _relu_dropout(t2, r2, False, drop)
+    d = _relu_dropout(t2, t2, False, drop)
     out = conv.forward(d, w3, b3, x, [0], cm3, gated_groups=0)
-    return _cl(out), r1, r2
+    return _cl(out), r1, d
 
 
-def backward(grad, x, w1, w2, w3, r1, r2, taps, cm1, cm2, cm3, drop, need):
+def backward(grad, x, w1, w2, w3, r1, d, taps, cm1, cm2, cm3, drop, need):
     """The gradients of (x, w1, b1, w2, b2, w3, b3); None where `need` is False."""
     grads = [None] * 7
     g = _cl(grad)
     if need[5]:
-        d = _relu_dropout(r2, torch.empty_like(r2), False, drop) if drop is not None else r2
         grads[5] = conv.backward(g, d, w3, [0], cm3, False, True)[1]
     if need[6]:
         grads[6] = g.sum((0, 2, 3))
     if not any(need[:5]):
         return grads
-    gd = _cl(conv.backward(g, r2, w3, [0], cm3, True, False)[0])
-    g2 = _relu_dropout(gd, r2, True, drop)
+    gd = _cl(conv.backward(g, d, w3, [0], cm3, True, False)[0])
+    g2 = _relu_dropout(gd, d, True, drop)
     if need[4]:
         grads[4] = g2.sum((0, 2, 3))
     need_r1 = need[0] or need[1] or need[2]

@@ -11,9 +11,11 @@
 // channels_last memory order with dropout's Philox stream of (seed, offset), the mask the
 // separate dropout op draws for that tensor.
 //
-// forward returns (out channels_last, r1, r2): r1 = relu(first conv) and r2 = relu(middle
-// conv), channels_last, the only intermediates backward needs (relu(x), the dropout mask,
-// dropout(r2) and the ReLU masks are recomputed or read from them).
+// forward returns (out channels_last, r1, r2): r1 = relu(first conv) and r2 =
+// dropout(relu(middle conv)), channels_last, the only intermediates backward needs: relu(x)
+// is recomputed, and the middle ReLU's and the dropout's masks are both read off r2 (r2 is
+// 0 exactly where either zeroes an element, and (1 - p) * r2 where both keep it), so
+// backward draws no dropout words (seed and offset are unused there; p gives the scale).
 // backward returns the gradients of (x, w1, b1, w2, b2, w3, b3); the ones `need` does not
 // ask for are undefined (None).
 #include <ATen/ATen.h>

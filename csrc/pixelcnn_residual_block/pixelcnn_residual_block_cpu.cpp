@@ -13,25 +13,15 @@
 namespace genmodels {
 namespace {
 
-at::Tensor dropout_cpu(const at::Tensor& r, double p, int64_t seed, int64_t offset) {
-  if (p == 0.0) return r;
-  if (p >= 1.0) return r.mul(0);  // what the dropout op returns for p == 1: x * 0
-  return dropout_forward_cpu(r, p, seed, offset);
-}
-
 at::Tensor relu_dropout_forward_cpu(at::Tensor& t, double p, int64_t seed, int64_t offset) {
   t.relu_();
-  return dropout_cpu(t, p, seed, offset);
-}
-
-at::Tensor relu_dropout_backward_cpu(const at::Tensor& g, const at::Tensor& r, double p,
-                                     int64_t seed, int64_t offset) {
-  // Dropout is its own adjoint in memory order; g is laid out like r (channels_last).
-  return at::threshold_backward(dropout_cpu(g, p, seed, offset), r, 0);
+  if (p == 0.0) return t;
+  if (p >= 1.0) return t.mul(0);  // what the dropout op returns for p == 1: x * 0
+  return dropout_forward_cpu(t, p, seed, offset);
 }
 
 const ResidualBlockDevice kCpu{masked_conv2d_forward_cpu, masked_conv2d_backward_cpu,
-                               relu_dropout_forward_cpu, relu_dropout_backward_cpu, dropout_cpu};
+                               relu_dropout_forward_cpu};
 
 }  // namespace
 
@@ -52,7 +42,7 @@ std::vector<at::Tensor> pixelcnn_residual_block_backward_cpu(
     const OptTensor& cm3, double p, int64_t seed, int64_t offset, const std::vector<bool>& need) {
   check_device_type(x, at::kCPU, "x");
   return residual_block_backward(kCpu, grad_out, x, w1, w2, w3, r1, r2, taps, cm1, cm2, cm3, p,
-                                 seed, offset, need);
+                                 need);
 }
 
 }  // namespace genmodels

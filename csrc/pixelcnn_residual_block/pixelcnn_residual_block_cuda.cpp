@@ -1,6 +1,7 @@
 // Torch glue of the residual block on CUDA: the shared plan
 // (pixelcnn_residual_block_plan.h) over masked_conv2d's CUDA kernels, cuBLAS GEMMs for the
-// 1x1 convolutions, and the fused ReLU + dropout kernel of pixelcnn_residual_block_cuda.cu.
+// 1x1 convolutions, and the fused ReLU + dropout kernel of pixelcnn_residual_block_cuda.cu
+// (backward reads both masks off the saved dropout output: ATen ops only).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -15,14 +16,14 @@
 namespace genmodels {
 namespace {
 
-// out = relu(t) -> r, dropout(r) -> d (backward: dropout(t) * (r > 0) -> d); all
-// channels_last, so element i is the same pixel and channel in each.
-void launch(bool backward, const at::Tensor& t, const at::Tensor& r, const at::Tensor& d,
-            double p, int64_t seed, int64_t offset) {
+// relu(t) -> r, dropout(r) -> d, all channels_last, so element i is the same pixel and
+// channel in each.
+void launch(const at::Tensor& t, const at::Tensor& r, const at::Tensor& d, double p,
+            int64_t seed, int64_t offset) {
   const bool with_dropout = p > 0.0;
   const double scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
   C10_CUDA_CHECK(relu_dropout_launch(
-      to_dtype(t.scalar_type()), backward, t.const_data_ptr(),
+      to_dtype(t.scalar_type()), t.const_data_ptr(),
       const_cast<void*>(r.const_data_ptr()), d.mutable_data_ptr(), t.numel(), with_dropout,
       dropout_threshold(std::min(p, 1.0)), scale, static_cast<uint64_t>(seed),
       static_cast<uint64_t>(offset), c10::cuda::getCurrentCUDAStream()));
@@ -30,28 +31,12 @@ void launch(bool backward, const at::Tensor& t, const at::Tensor& r, const at::T
 
 at::Tensor relu_dropout_forward_cuda(at::Tensor& t, double p, int64_t seed, int64_t offset) {
   at::Tensor d = p > 0.0 ? at::empty_like(t) : t;
-  launch(false, t, t, d, p, seed, offset);
-  return d;
-}
-
-at::Tensor relu_dropout_backward_cuda(const at::Tensor& g, const at::Tensor& r, double p,
-                                      int64_t seed, int64_t offset) {
-  const at::Tensor gc = block_channels_last(g);
-  at::Tensor d = at::empty_like(gc);
-  launch(true, gc, r, d, p, seed, offset);
-  return d;
-}
-
-at::Tensor dropout_cuda(const at::Tensor& r, double p, int64_t seed, int64_t offset) {
-  if (p == 0.0) return r;
-  at::Tensor scratch = at::empty_like(r), d = at::empty_like(r);
-  launch(false, r, scratch, d, p, seed, offset);  // relu(r) == r
+  launch(t, t, d, p, seed, offset);
   return d;
 }
 
 const ResidualBlockDevice kCuda{masked_conv2d_forward_cuda, masked_conv2d_backward_cuda,
-                                relu_dropout_forward_cuda, relu_dropout_backward_cuda,
-                                dropout_cuda};
+                                relu_dropout_forward_cuda};
 
 }  // namespace
 
@@ -74,7 +59,7 @@ std::vector<at::Tensor> pixelcnn_residual_block_backward_cuda(
   check_device_type(x, at::kCUDA, "x");
   const c10::cuda::CUDAGuard guard(x.device());
   return residual_block_backward(kCuda, grad_out, x, w1, w2, w3, r1, r2, taps, cm1, cm2, cm3, p,
-                                 seed, offset, need);
+                                 need);
 }
 
 }  // namespace genmodels

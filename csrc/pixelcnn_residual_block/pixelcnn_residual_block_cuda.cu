@@ -1,5 +1,4 @@
-// CUDA kernel of the residual block's fused ReLU + dropout (forward) and dropout + ReLU
-// mask (backward). Torch-free: compiled by nvcc on any machine. Each thread owns counter
+// CUDA kernel of the residual block's fused ReLU + dropout. Torch-free: compiled by nvcc on any machine. Each thread owns counter
 // groups of four consecutive elements (one Philox call) in a grid-stride loop, as the
 // dropout kernel does, so the masks are the dropout op's.
 #include <algorithm>
@@ -14,9 +13,9 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65536;
 
-template <typename T, bool kBackward>
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-relu_dropout_kernel(const T* t, T* r, T* __restrict__ d, int64_t n, bool with_dropout,
+relu_dropout_kernel(const T* t, T* r, T* d, int64_t n, bool with_dropout,
                     uint32_t threshold, typename AccType<T>::type scale, PhiloxKey key) {
   using A = typename AccType<T>::type;
   const int64_t groups = (n + 3) / 4;
@@ -36,13 +35,10 @@ relu_dropout_kernel(const T* t, T* r, T* __restrict__ d, int64_t n, bool with_dr
       const int64_t i = 4 * g + k;
       if (i >= n) break;
       A v = to_acc<T, A>(t[i]);
-      if (!kBackward) {
-        v = v > A(0) ? v : (v != v ? v : A(0));  // NaN stays NaN, as in torch.relu
-        r[i] = from_acc<T, A>(v);
-      }
+      v = v > A(0) ? v : (v != v ? v : A(0));  // NaN stays NaN, as in torch.relu
+      r[i] = from_acc<T, A>(v);
       // A product, not a select: NaN and inf give what x * keep / (1 - p) gives.
       if (with_dropout) v = v * (dropout_drops(words[k], threshold) ? A(0) : scale);
-      if (kBackward && to_acc<T, A>(r[i]) <= A(0)) v = A(0);  // threshold_backward
       d[i] = from_acc<T, A>(v);
     }
   }
@@ -50,7 +46,7 @@ relu_dropout_kernel(const T* t, T* r, T* __restrict__ d, int64_t n, bool with_dr
 
 }  // namespace
 
-cudaError_t relu_dropout_launch(DType dtype, bool backward, const void* t, void* r, void* d,
+cudaError_t relu_dropout_launch(DType dtype, const void* t, void* r, void* d,
                                 int64_t n, bool with_dropout, uint32_t threshold, double scale,
                                 uint64_t seed, uint64_t offset, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
@@ -63,13 +59,8 @@ cudaError_t relu_dropout_launch(DType dtype, bool backward, const void* t, void*
     T* rt = static_cast<T*>(r);
     T* dt = static_cast<T*>(d);
     const A s = static_cast<A>(scale);
-    if (backward) {
-      relu_dropout_kernel<T, true>
-          <<<blocks, kThreads, 0, stream>>>(tt, rt, dt, n, with_dropout, threshold, s, key);
-    } else {
-      relu_dropout_kernel<T, false>
-          <<<blocks, kThreads, 0, stream>>>(tt, rt, dt, n, with_dropout, threshold, s, key);
-    }
+    relu_dropout_kernel<T>
+        <<<blocks, kThreads, 0, stream>>>(tt, rt, dt, n, with_dropout, threshold, s, key);
   });
   return cudaGetLastError();
 }

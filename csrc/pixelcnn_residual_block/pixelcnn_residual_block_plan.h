@@ -4,8 +4,8 @@
 // the 1x1 convolutions are single GEMMs over the N * H * W pixel rows of the channels_last
 // tensors (at::addmm: MKL/oneDNN on CPU, cuBLAS on CUDA), the middle one is masked_conv2d's
 // kernel, and ReLU, dropout, the ReLU masks and the residual add are fused into the passes
-// around them. Saved for backward: r1 and r2 (see pixelcnn_residual_block.h); relu(x),
-// dropout(r2) and the masks are recomputed.
+// around them. Saved for backward: r1 and r2 = dropout(relu(middle)) (see
+// pixelcnn_residual_block.h); relu(x) is recomputed.
 #include <ATen/ATen.h>
 
 #include <optional>
@@ -24,14 +24,17 @@ struct ResidualBlockDevice {
                                                       const at::Tensor&,
                                                       const std::vector<int64_t>&,
                                                       const OptTensor&, bool, bool);
-  // t (channels_last) -> relu(t) written into t, and dropout(relu(t)) (t itself for p == 0)
+  // t (channels_last) -> dropout(relu(t)) (relu(t) written into t itself for p == 0)
   at::Tensor (*relu_dropout_forward)(at::Tensor& t, double p, int64_t seed, int64_t offset);
-  // dropout(g) * (r > 0), g laid out like r
-  at::Tensor (*relu_dropout_backward)(const at::Tensor& g, const at::Tensor& r, double p,
-                                      int64_t seed, int64_t offset);
-  // dropout(r) again (r itself for p == 0)
-  at::Tensor (*dropout)(const at::Tensor& r, double p, int64_t seed, int64_t offset);
 };
+
+// The factor of kept elements in the gradient of t -> dropout(relu(t)): 1 / (1 - p). The
+// gradient is that factor times the incoming one where d = dropout(relu(t)) is not 0
+// (d >= 0; d == 0 exactly where the ReLU or the dropout zeroed the element), else 0.
+inline double dropout_grad_scale(double p) {
+  if (p == 0.0) return 1.0;
+  return p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
+}
 
 inline at::Tensor block_channels_last(const at::Tensor& t) {
   return t.contiguous(at::MemoryFormat::ChannelsLast);
@@ -107,32 +110,32 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> residual_block_forward(
   r1.relu_();
   const at::Tensor r1_image = block_image(r1, x);
   at::Tensor r2 = block_channels_last(dev.conv_forward(r1_image, w2, b2, taps, cm2));
-  const at::Tensor d = dev.relu_dropout_forward(r2, p, seed, offset);
-  at::Tensor out = at::addmm(xr, block_rows(block_channels_last(d)), m3);
-  if (b3.has_value()) out.add_(*b3);
-  return {block_image(out, x), r1_image, r2};
+  const at::Tensor d = block_channels_last(dev.relu_dropout_forward(r2, p, seed, offset));
+  // out = x + b3 in one pass, then the GEMM accumulates into it (beta = 1, no copy).
+  at::Tensor out = b3.has_value() ? at::add(xr, *b3) : xr.clone();
+  out.addmm_(block_rows(d), m3);
+  return {block_image(out, x), r1_image, d};
 }
 
 inline std::vector<at::Tensor> residual_block_backward(
     const ResidualBlockDevice& dev, const at::Tensor& grad_out, const at::Tensor& x_in,
     const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3, const at::Tensor& r1,
     const at::Tensor& r2, const std::vector<int64_t>& taps, const OptTensor& cm1,
-    const OptTensor& cm2, const OptTensor& cm3, double p, int64_t seed, int64_t offset,
-    const std::vector<bool>& need) {
+    const OptTensor& cm2, const OptTensor& cm3, double p, const std::vector<bool>& need) {
   TORCH_CHECK(need.size() == 7, "need must have 7 entries (x, w1, b1, w2, b2, w3, b3)");
   check_same_shape(grad_out, x_in, "grad_out", "x");
   std::vector<at::Tensor> grads(7);
   const at::Tensor x = block_channels_last(x_in);
   const at::Tensor g = block_rows(block_channels_last(grad_out));
   const at::Tensor m1 = block_matrix(w1, cm1), m3 = block_matrix(w3, cm3);
-  if (need[5]) {
-    const at::Tensor d = block_rows(block_channels_last(dev.dropout(r2, p, seed, offset)));
-    grads[5] = block_weight_grad(at::mm(g.t(), d), w3, cm3);
-  }
+  const at::Tensor d = block_channels_last(r2);
+  if (need[5]) grads[5] = block_weight_grad(at::mm(g.t(), block_rows(d)), w3, cm3);
   if (need[6]) grads[6] = g.sum(0);
   if (!(need[0] || need[1] || need[2] || need[3] || need[4])) return grads;
-  const at::Tensor gd = block_image(at::mm(g, m3), r2);
-  const at::Tensor g2 = block_channels_last(dev.relu_dropout_backward(gd, r2, p, seed, offset));
+  // The dropout's scale goes into the small weight matrix, not over the gradient.
+  const double scale = dropout_grad_scale(p);
+  const at::Tensor gd = block_image(at::mm(g, scale == 1.0 ? m3 : m3 * scale), d);
+  const at::Tensor g2 = block_channels_last(at::threshold_backward(gd, d, 0));
   if (need[4]) grads[4] = block_rows(g2).sum(0);
   const bool need_r1 = need[0] || need[1] || need[2];
   auto [g_r1, g_w2] = dev.conv_backward(g2, r1, w2, taps, cm2, need_r1, need[3]);

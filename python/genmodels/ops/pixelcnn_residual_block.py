@@ -20,9 +20,11 @@ dropout; p == 1 zeroes the branch (x * 0, like the dropout op).
 Kernels: on CPU and CUDA the native backend runs the two 1x1 convolutions as GEMMs over the
 N * H * W pixel rows, the middle one with masked_conv2d's kernels, and fuses ReLU, dropout
 and the residual add into the passes around them, under one C++ autograd node. Saved for
-backward: x, the weights, r1 = relu(conv_1(relu(x))) and r2 = relu(conv_2(r1)); relu(x),
-the dropout mask, dropout(r2) and the ReLU masks are recomputed. Triton runs the same plan
-with its masked_conv2d kernels and a fused ReLU + dropout kernel. Output channels_last.
+backward: x, the weights, r1 = relu(conv_1(relu(x))) and d = dropout(relu(conv_2(r1)))
+(what the layer-by-layer block's last convolution saves anyway); relu(x) is recomputed, and
+the middle ReLU's and the dropout's masks are read off d (0 exactly where either zeroed an
+element), so backward draws no dropout words. Triton runs the same plan with its
+masked_conv2d kernels and a fused ReLU + dropout kernel. Output channels_last.
 
 Like masked_conv2d, a non-finite input or weight goes to the reference in eager calls (a
 kernel reads masked positions with zero weights, and 0 * NaN would leak across the mask);
@@ -139,7 +141,7 @@ def _op(
     color_groups: int,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(out, r1, r2): r1 and r2 are what backward needs (not part of the public result)."""
+    """(out, r1, d): r1 and d are what backward needs (not part of the public result)."""
     out, r1, r2 = _forward_kernel(
         x, w1, b1, w2, b2, w3, b3, seed, _dropout_p(seed, p), color_groups, backend
     )
