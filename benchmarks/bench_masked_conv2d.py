@@ -231,6 +231,7 @@ def interleaved(case, threads: int, rounds: int, providers=INTERLEAVED_PROVIDERS
 
     kind, k, mask_type, c_in, c_out, hw, batch, groups = case
     torch.set_num_threads(threads)
+    torch._dynamo.reset()  # a fresh compile per case and thread count (recompile limit)
     torch.manual_seed(0)
     opts = dict(device="cpu", dtype=torch.float32)
     x = torch.randn(batch, c_in, hw, hw).contiguous(memory_format=torch.channels_last)

@@ -130,6 +130,7 @@ def peak_memory(provider, case, mode) -> int:
 
 def interleaved(case, rounds, providers=("native", "recipe", "compile")):
     """{(provider, mode): median seconds}, every provider and mode timed in turn."""
+    torch._dynamo.reset()  # a fresh compile per case and thread count (recompile limit)
     steps = {}
     for provider in providers:
         inputs, grads = make_inputs(*case)

@@ -46,7 +46,6 @@ from genmodels.ops._philox import draw_seed, dropout_threshold, seed_words
 from genmodels.ops.dropout import dropout_reference, dropout_scale
 from genmodels.ops.masked_conv2d import (
     _autocast,
-    _has_non_finite,
     check_color_groups,
     check_kernel_size,
     masked_conv2d_reference,
@@ -293,8 +292,15 @@ def _check_args(x, w1, b1, w2, b2, w3, b3, p, training, generator, color_groups)
     return p
 
 
-def _non_finite(*tensors: Tensor | None) -> bool:
-    return any(t is not None and t.numel() and _has_non_finite(t) for t in tensors)
+def _non_finite(x: Tensor, *params: Tensor | None) -> bool:
+    """Whether x or a parameter holds a NaN or Inf: one reduction over x and one over the
+    (small) parameters concatenated, as a per-tensor check costs ~80 us each at 8x8."""
+    flat = torch.cat([t.reshape(-1) for t in params if t is not None])
+    total = flat.sum(dtype=torch.float64 if flat.dtype == torch.float64 else torch.float32)
+    if x.numel():
+        total = total + x.sum(dtype=total.dtype)
+    # A sum that only overflows sends a finite input to the exact (slower) reference.
+    return not bool(torch.isfinite(total))
 
 
 def pixelcnn_residual_block(
