@@ -240,6 +240,27 @@ def test_compile_fullgraph_matches_eager(backend):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_compile_inductor_matches_eager():
+    if not _backend.native_available("cpu")[0]:
+        pytest.skip("genmodels._C is not built")
+    torch._dynamo.reset()
+    x = torch.randn(2, 6, 4, 4, requires_grad=True)
+    ps = [t.requires_grad_() for t in params()]
+
+    def step(x, *ps):
+        return (pixelcnn_residual_block(x, *ps, p=0.5) ** 2).sum()
+
+    torch.manual_seed(4)
+    want = step(x, *ps)
+    want_grads = torch.autograd.grad(want, [x, *ps])
+    torch.manual_seed(4)
+    got = torch.compile(step, fullgraph=True)(x, *ps)
+    got_grads = torch.autograd.grad(got, [x, *ps])
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w)
+
+
 # --- bad inputs --------------------------------------------------------------------------
 
 
