@@ -3,9 +3,16 @@ written with plain PyTorch layers (benchmarks/plain_models.py).
 
 Providers:
   genmodels  the genmodels model as `genmodels train` builds it (default sizes, digits 8x8)
-  recipe     its plain twin: the `weight * mask` convolution and an eager gate (PixelCNN,
-             Gated PixelCNN), the eager reparameterization and KL (VAE), the canonical
-             WGAN-GP penalty (DCGAN)
+  recipe     its plain twin: masked convolutions as plain `nn.Conv2d`s whose weights are
+             masked in place before each forward (pytorch-generative's recipe, the
+             strongest hand-written one), `nn.Dropout` and an eager gate (PixelCNN, Gated
+             PixelCNN), the eager reparameterization and KL (VAE), the canonical WGAN-GP
+             penalty (DCGAN)
+  product    the PixelCNNs' twin with `F.conv2d(x, weight * mask)` instead (the baseline
+             before issue 15), round-robin runs only
+  compile    torch.compile of the in-place twin's forward, round-robin runs only
+Models: the four defaults on the digits, and `pixelcnn-28x28` (PixelCNN on 28x28 images
+with 2 levels, B=16: binarized MNIST's shape).
 A step is forward, loss, backward and the Adam update on a batch of 64; for the DCGAN it
 is one WGAN-GP iteration: 2 critic steps (each drawing fakes from the generator) and one
 generator step, as `genmodels train dcgan` trains; its penalty is
@@ -15,6 +22,9 @@ data for both providers.
 
     pytest benchmarks/bench_models.py --benchmark-json=benchmarks/results/<name>.json
     python benchmarks/bench_models.py [ROUNDS]   # round-robin medians, robust on a busy machine
+    python benchmarks/bench_models.py --pixelcnn [--rounds N] [--threads 1,2] [--contention]
+        # the PixelCNN steps (8x8 and 28x28) against the in-place twin, weight*mask twin and
+        # torch.compile of the in-place twin; --contention runs them beside one busy core
 """
 
 from __future__ import annotations
@@ -59,22 +69,34 @@ def _update(loss, optimizer):
     optimizer.step()
 
 
-def _levels(n: int) -> torch.Tensor:
-    return torch.randint(0, 17, (n, 1, 8, 8), device=DEVICE)
+def _levels(n: int, size: int = 8, levels: int = 17) -> torch.Tensor:
+    return torch.randint(0, levels, (n, 1, size, size), device=DEVICE)
+
+
+# name: (model class, keyword arguments, batch)
+PIXELCNN_28 = (PixelCNN, dict(image_size=28, levels=2), 16)
 
 
 def make_step(name: str, provider: str, seed: int = 0):
     """A closure running one training step of `name` with `provider`'s layers."""
     torch.manual_seed(seed)
-    x = _levels(BATCH)
     if name == "dcgan":
         model = DCGAN().to(DEVICE)
-        return _gan_step(model, x, provider)
-    model = {"pixelcnn": PixelCNN, "gated-pixelcnn": GatedPixelCNN, "vae": VAE}[name]()
-    model = model.to(DEVICE)
-    if provider == "recipe":
-        model = plain_twin(model)
+        return _gan_step(model, _levels(BATCH), provider)
+    if name == "pixelcnn-28x28":
+        cls, kwargs, batch = PIXELCNN_28
+    else:
+        cls, kwargs = {"pixelcnn": PixelCNN, "gated-pixelcnn": GatedPixelCNN, "vae": VAE}[name], {}
+        batch = BATCH
+    model = cls(**kwargs).to(DEVICE)
+    x = _levels(batch, model.image_size, model.levels)
+    if provider in ("recipe", "compile"):
+        model = plain_twin(model, "inplace")
+    elif provider == "product":
+        model = plain_twin(model, "product")
     optimizer = _adam(model.parameters())
+    if provider == "compile":
+        model.forward = torch.compile(model.forward)
     if name == "vae":
 
         def step():
@@ -124,21 +146,61 @@ def test_training_step(benchmark, name, provider):
     benchmark.pedantic(run, rounds=15, warmup_rounds=3, iterations=1)
 
 
-def interleaved(rounds: int = 30) -> list[tuple[str, float, float]]:
-    """(model, genmodels median, recipe median) in seconds, timed round-robin."""
+def interleaved(rounds: int = 30, models=MODELS, providers=PROVIDERS) -> list[tuple]:
+    """(model, a median in seconds per provider...), timed round-robin."""
     out = []
-    for name in MODELS:
-        steps = {p: make_step(name, p) for p in PROVIDERS}
-        times: dict[str, list[float]] = {p: [] for p in PROVIDERS}
+    for name in models:
+        steps = {p: make_step(name, p) for p in providers}
+        times: dict[str, list[float]] = {p: [] for p in providers}
         for i in range(rounds + 3):
             for p, step in steps.items():
                 start = time.perf_counter()
                 step()
                 synchronize()
-                if i >= 3:
+                if i >= 3:  # warm-up (and compilation) rounds
                     times[p].append(time.perf_counter() - start)
-        out.append((name, *(statistics.median(times[p]) for p in PROVIDERS)))
+        out.append((name, *(statistics.median(times[p]) for p in providers)))
     return out
+
+
+PIXELCNN_PROVIDERS = ("genmodels", "recipe", "product", "compile")
+
+
+def pixelcnn_main(argv: list[str]) -> None:
+    """The PixelCNN steps against the in-place twin (issue 15), 1 and 2 threads."""
+    import argparse
+    import os
+    from contextlib import nullcontext
+
+    from contention import competing_load, load_average, requested
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pixelcnn", action="store_true")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--contention", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile provider")
+    args = parser.parse_args(argv)
+    contended = args.contention or requested()
+    providers = PIXELCNN_PROVIDERS[:-1] if args.no_compile else PIXELCNN_PROVIDERS
+    print(
+        f"device {DEVICE}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+        f"before {load_average()}, competing load on one core: {'yes' if contended else 'no'}"
+    )
+    print(
+        "\n| step | threads | genmodels | in-place twin | weight*mask twin | compile(in-place) "
+        "| vs in-place | vs weight*mask | vs compile |\n|---|---:|" + "---:|" * 7
+    )
+    blank = [""] * (len(PIXELCNN_PROVIDERS) - len(providers))
+    with competing_load() if contended else nullcontext():
+        for threads in map(int, args.threads.split(",")):
+            torch.set_num_threads(threads)
+            for name, *med in interleaved(args.rounds, ("pixelcnn", "pixelcnn-28x28"),
+                                          providers):  # fmt: skip
+                cells = [f"{t * 1e3:.2f} ms" for t in med] + blank
+                cells += [f"{t / med[0]:.2f}x" for t in med[1:]] + blank
+                print(f"| {name} | {threads} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\nload average after {load_average()}")
 
 
 def _median_ms(fn, rounds: int) -> float:
@@ -208,7 +270,9 @@ def op_shares(rounds: int = 30) -> list[tuple[str, float, float]]:
     ]  # fmt: skip
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--pixelcnn" in sys.argv:
+    pixelcnn_main(sys.argv[1:])
+elif __name__ == "__main__":
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     print(f"device {DEVICE}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print("| model | genmodels | plain PyTorch | speed-up |\n|---|---:|---:|---:|")

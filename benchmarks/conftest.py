@@ -6,11 +6,16 @@ python benchmarks/report.py benchmarks/results/<name>.json for the summary table
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # contention.py, plain_models.py
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"
@@ -94,6 +99,27 @@ def run_mode(benchmark, mode: str, forward, inputs, grads):
         benchmark(full)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--contention",
+        action="store_true",
+        help="run every benchmark beside a busy process pinned to one core "
+        "(benchmarks/contention.py; also GENMODELS_BENCH_CONTENTION=1)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _competing_load(request):
+    """The --contention mode: one busy core for the whole session, always stopped."""
+    from contention import competing_load, requested
+
+    if not (request.config.getoption("--contention") or requested()):
+        yield None
+        return
+    with competing_load() as proc:
+        yield proc
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     import importlib.util
 
@@ -101,6 +127,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["cuda"] = torch.version.cuda
     machine_info["device"] = torch.cuda.get_device_name() if ON_GPU else platform.processor()
     machine_info["threads"] = torch.get_num_threads()
+    machine_info["load_average"] = os.getloadavg()
+    machine_info["contention"] = bool(config.getoption("--contention")) or os.environ.get(
+        "GENMODELS_BENCH_CONTENTION", ""
+    ) not in ("", "0")
     if importlib.util.find_spec("triton"):
         import triton
 

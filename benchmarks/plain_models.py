@@ -1,9 +1,13 @@
 """The genmodels models rewritten with plain PyTorch layers: the baselines of
 bench_models.py.
 
-`plain_twin(model)` returns a deep copy of a genmodels model (same weights, same
-architecture) in which every genmodels kernel is replaced by the code users write today:
-masked convolutions become `F.conv2d(x, weight * mask)` with the mask in a buffer, the
+`plain_twin(model, masking="inplace")` returns a deep copy of a genmodels model (same
+weights, same architecture) in which every genmodels kernel is replaced by the code users
+write today: masked convolutions become a plain `nn.Conv2d` whose weight is multiplied by
+the mask in place, outside autograd, before each forward pass (`masking="inplace"`, what
+pytorch-generative does: one dense convolution, no extra autograd node; the strongest
+hand-written recipe and the default) or `F.conv2d(x, weight * mask)` with the mask in a
+buffer (`masking="product"`, one more autograd node and a masked copy each pass), the
 Gated PixelCNN unit becomes that convolution plus an eager gate, dropout becomes
 `torch.nn.Dropout`, and the VAE's sampler becomes the eager reparameterization and KL.
 The DCGAN's difference is in its training step (the canonical penalty), see
@@ -30,7 +34,7 @@ from genmodels.recipes import (
 
 
 class RecipeMaskedConv2d(nn.Conv2d):
-    """The masked convolution as PixelCNN code usually writes it."""
+    """The masked convolution as `F.conv2d(x, weight * mask)` (masking="product")."""
 
     def __init__(self, conv: MaskedConv2d):
         super().__init__(
@@ -46,6 +50,19 @@ class RecipeMaskedConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
 
 
+class InplaceMaskedConv2d(RecipeMaskedConv2d):
+    """The masked convolution as pytorch-generative writes it (masking="inplace"): the
+    weight is masked in place before each forward, then one plain dense convolution."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+        return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+
+
+MASKINGS = {"inplace": InplaceMaskedConv2d, "product": RecipeMaskedConv2d}
+
+
 def recipe_dropout(module: nn.Module) -> nn.Module:
     """torch's nn.Dropout in place of a genmodels Dropout (anything else is copied)."""
     if not isinstance(module, Dropout):
@@ -56,14 +73,14 @@ def recipe_dropout(module: nn.Module) -> nn.Module:
 class RecipeGatedLayer(nn.Module):
     """GatedPixelCNNLayer's forward with recipe convolutions and an eager gate."""
 
-    def __init__(self, layer: GatedPixelCNNLayer):
+    def __init__(self, layer: GatedPixelCNNLayer, conv=RecipeMaskedConv2d):
         super().__init__()
         self.color_groups, self.residual = layer.color_groups, layer.residual
-        self.conv_v = RecipeMaskedConv2d(layer.conv_v)
-        self.conv_h = RecipeMaskedConv2d(layer.conv_h)
+        self.conv_v = conv(layer.conv_v)
+        self.conv_h = conv(layer.conv_h)
         self.v_to_h = copy.deepcopy(layer.v_to_h)
-        self.h_out = RecipeMaskedConv2d(layer.h_out)
-        self.skip = RecipeMaskedConv2d(layer.skip)
+        self.h_out = conv(layer.h_out)
+        self.skip = conv(layer.skip)
         self.cond_v, self.cond_h = copy.deepcopy(layer.cond_v), copy.deepcopy(layer.cond_h)
         self.dropout = recipe_dropout(layer.dropout)
 
@@ -111,12 +128,12 @@ class RecipeDiagonalLSTM(nn.Module):
         return diagonal_lstm_recipe(gates_x, self.weight, self.bias, self.reverse)
 
 
-def _swap(module: nn.Module) -> None:
+def _swap(module: nn.Module, conv) -> None:
     for name, child in module.named_children():
         if isinstance(child, MaskedConv2d):
-            setattr(module, name, RecipeMaskedConv2d(child))
+            setattr(module, name, conv(child))
         elif isinstance(child, GatedPixelCNNLayer):
-            setattr(module, name, RecipeGatedLayer(child))
+            setattr(module, name, RecipeGatedLayer(child, conv))
         elif isinstance(child, Dropout):
             setattr(module, name, recipe_dropout(child))
         elif isinstance(child, RowLSTM):
@@ -124,15 +141,18 @@ def _swap(module: nn.Module) -> None:
         elif isinstance(child, DiagonalLSTM):
             setattr(module, name, RecipeDiagonalLSTM(child))
         else:
-            _swap(child)
+            _swap(child, conv)
 
 
-def plain_twin(model: nn.Module) -> nn.Module:
-    """A copy of `model` with the same weights and plain-PyTorch layers."""
+def plain_twin(model: nn.Module, masking: str = "inplace") -> nn.Module:
+    """A copy of `model` with the same weights and plain-PyTorch layers; `masking` picks
+    the masked convolution ("inplace" or "product", see the module docstring)."""
     if not isinstance(model, (PixelCNN, GatedPixelCNN, PixelRNN, VAE)):
         raise TypeError(f"no plain twin for {type(model).__name__}")
+    if masking not in MASKINGS:
+        raise ValueError(f"masking must be one of {tuple(MASKINGS)}, got {masking!r}")
     twin = copy.deepcopy(model)
-    _swap(twin)
+    _swap(twin, MASKINGS[masking])
     if isinstance(twin, VAE):
         twin.sampler = RecipeSampler()
     return twin
@@ -145,4 +165,6 @@ if __name__ == "__main__":  # a quick equality check
     torch.manual_seed(0)
     for m in (PixelCNN(), GatedPixelCNN()):
         x = torch.randint(0, 17, (4, 1, 8, 8))
-        print(type(m).__name__, (m(x) - plain_twin(m)(x)).abs().max().item())
+        for masking in MASKINGS:
+            diff = (m(x) - plain_twin(m, masking)(x)).abs().max().item()
+            print(type(m).__name__, masking, diff)

@@ -5,6 +5,7 @@
 #include "dropout/dropout.h"
 #include "gradient_penalty/gradient_penalty.h"
 #include "masked_conv2d/masked_conv2d.h"
+#include "pixelcnn_residual_block/pixelcnn_residual_block.h"
 #include "pixelcnn_sampling/pixelcnn_sampling.h"
 #include "reparameterize_kl/reparameterize_kl.h"
 #include "row_lstm/row_lstm.h"
@@ -33,6 +34,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixelcnn_sampling_workspace_cpu", &gm::pixelcnn_sampling_workspace_cpu);
   m.def("pixelcnn_sampling_sample_cpu", &gm::pixelcnn_sampling_sample_cpu,
         py::call_guard<py::gil_scoped_release>());
+  m.def("pixelcnn_residual_block_forward_cpu", &gm::pixelcnn_residual_block_forward_cpu);
+  m.def("pixelcnn_residual_block_backward_cpu", &gm::pixelcnn_residual_block_backward_cpu);
+  m.def("pixelcnn_residual_block_autograd_cpu", &gm::pixelcnn_residual_block_autograd);
   m.def("row_lstm_forward_cpu", &gm::row_lstm_forward_cpu);
   m.def("row_lstm_backward_cpu", &gm::row_lstm_backward_cpu);
   m.def("diagonal_lstm_forward_cpu", &gm::diagonal_lstm_forward_cpu);
@@ -48,6 +52,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dropout_forward_cuda", &gm::dropout_forward_cuda);
   m.def("dropout_autograd_cuda", &gm::dropout_autograd);  // the same node
   m.def("pixelcnn_sampling_conv_at_cuda", &gm::pixelcnn_sampling_conv_at_cuda);
+  m.def("pixelcnn_residual_block_forward_cuda", &gm::pixelcnn_residual_block_forward_cuda);
+  m.def("pixelcnn_residual_block_backward_cuda", &gm::pixelcnn_residual_block_backward_cuda);
+  m.def("pixelcnn_residual_block_autograd_cuda", &gm::pixelcnn_residual_block_autograd);
   m.def("row_lstm_forward_cuda", &gm::row_lstm_forward_cuda);
   m.def("row_lstm_backward_cuda", &gm::row_lstm_backward_cuda);
   m.def("diagonal_lstm_forward_cuda", &gm::diagonal_lstm_forward_cuda);

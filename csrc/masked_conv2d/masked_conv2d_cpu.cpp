@@ -180,6 +180,15 @@ at::Tensor im2col_cpu(const at::Tensor& src, const TapOffsets& off) {
 
 enum class Path { kRects, kChunks, kSingle };
 
+bool cpu_has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512;
+#else
+  return false;
+#endif
+}
+
 // kRects (oneDNN convolutions over the kept-tap rectangles) for float32 and bfloat16, the
 // types oneDNN runs: on the 2-core EPYC these were written on, oneDNN's AVX-512 kernels
 // reached about 450 GFLOP/s on channels-last 1x1 convolutions where at::mm (MKL) stayed
@@ -196,8 +205,15 @@ Path cpu_path(at::ScalarType dtype, int64_t k, const std::vector<int64_t>& taps)
     if (path == "chunks") return Path::kChunks;
     if (path == "single") return Path::kSingle;
   }
+  if (taps.size() == 1 && taps[0] == (k / 2) * k + k / 2) {
+    return dtype == at::kFloat || dtype == at::kBFloat16 ? Path::kRects : Path::kSingle;
+  }
+  // Without AVX-512 (oneDNN's fast kernels above) the chunked GEMMs win at 3x3: on this
+  // project's later 2-core AVX2 EPYC, float32, forward + backward, 1.2-1.3x the rectangles
+  // at [64, 32, 8, 8] and [16, 64, 28, 28] with 1 and 2 threads; at 7x7 the rectangles
+  // stay (equal at 1 thread, 1.17x faster at 2).
+  if (dtype == at::kFloat && k <= 3 && !cpu_has_avx512()) return Path::kChunks;
   if (dtype == at::kFloat || dtype == at::kBFloat16) return Path::kRects;
-  if (taps.size() == 1 && taps[0] == (k / 2) * k + k / 2) return Path::kSingle;
   return Path::kChunks;
 }
 

@@ -170,6 +170,27 @@ def _pixel_lstm_case(op: str):
     return make
 
 
+def _pixelcnn_residual_block_case(device: torch.device) -> Case:
+    # The default PixelCNN's block on the digits' batches: [64, 64, 8, 8], 64 -> 32 -> 64.
+    batch, channels, size = (64, 128, 32) if device.type == "cuda" else (64, 64, 8)
+    hidden = channels // 2
+
+    def make_inputs(dev):
+        x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
+        shapes = [(hidden, channels, 1, 1), (hidden,), (hidden, hidden, 3, 3), (hidden,),
+                  (channels, hidden, 1, 1), (channels,)]  # fmt: skip
+        ps = [(torch.randn(s, device=dev) * 0.1).requires_grad_() for s in shapes]
+        return [x, *ps], [torch.randn(batch, channels, size, size, device=dev)]
+
+    return Case(
+        "pixelcnn_residual_block p=0.2",
+        f"{batch}x{channels}x{size}x{size}",
+        make_inputs,
+        lambda x, *ps: ops.pixelcnn_residual_block(x, *ps, p=0.2),
+        lambda x, *ps: recipes.pixelcnn_residual_block_recipe(x, *ps, 0.2),
+    )
+
+
 CASES = [
     _reparameterize_kl_case,
     _masked_conv2d_case(7),
@@ -181,6 +202,7 @@ CASES = [
     _pixel_lstm_case("row_lstm"),
     _pixel_lstm_case("diagonal_lstm"),
     _grad_reverse_case,
+    _pixelcnn_residual_block_case,
 ]
 
 

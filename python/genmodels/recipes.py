@@ -23,6 +23,44 @@ def masked_conv2d_recipe(x: Tensor, weight: Tensor, bias: Tensor | None, mask: T
     return F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
 
 
+def masked_conv2d_inplace_recipe(
+    x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor
+) -> Tensor:
+    """The masked convolution as pytorch-generative writes it, the cheapest hand-written
+    form: the mask is multiplied into the weight in place, outside autograd, before each
+    forward pass, so the convolution is one dense call with no extra autograd node. The
+    masked taps still get (unused) gradients and are re-zeroed by the next call."""
+    with torch.no_grad():
+        weight.mul_(mask)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
+
+
+def pixelcnn_residual_block_recipe(
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor | None,
+    w2: Tensor,
+    b2: Tensor | None,
+    w3: Tensor,
+    b3: Tensor | None,
+    p: float,
+    training: bool = True,
+    color_groups: int = 1,
+) -> Tensor:
+    """PixelCNN's residual block as pytorch-generative writes it: each convolution's
+    weight masked in place, then plain convolutions, ReLUs, torch's dropout and the add."""
+    from genmodels.ops import make_mask
+
+    h = torch.relu(x)
+    for i, w in enumerate((w1, w2)):
+        c_out, c_in, k, _ = w.shape
+        mask = make_mask(c_out, c_in, k, "B", color_groups, dtype=w.dtype, device=w.device)
+        h = torch.relu(masked_conv2d_inplace_recipe(h, w, (b1, b2)[i], mask))
+    h = F.dropout(h, p, training=training)
+    mask = make_mask(*w3.shape[:3], "B", color_groups, dtype=w3.dtype, device=w3.device)
+    return x + masked_conv2d_inplace_recipe(h, w3, b3, mask)
+
+
 def shifted_conv2d(x: Tensor, w_above: Tensor, w_row: Tensor, bias: Tensor | None) -> Tensor:
     """PixelCNN++'s no-waste alternative: the rows above through a down-shifted (c x k)
     convolution, the current row (left of the pixel, and the pixel for mask B) through a

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from genmodels.models._args import check_levels, check_positive, check_probability
 from genmodels.models._likelihood import to_unit
 from genmodels.nn import Dropout, GatedPixelCNNLayer, MaskedConv2d
+from genmodels.nn.pixelcnn_residual_block import run_block
 
 
 def _dropout(p: float, backend: str) -> nn.Module:
@@ -112,7 +113,11 @@ class PixelCNN(_Autoregressive):
     """7x7 mask-A input layer, residual blocks of 1x1 / 3x3 mask-B / 1x1 convolutions,
     two 1x1 output layers; `forward(x)` takes integer levels and returns logits
     [B, levels, C, H, W]. `dropout` acts before each block's last 1x1 convolution (its
-    default, 0.2, and the 8 blocks are what the digits' 1000 training images want)."""
+    default, 0.2, and the 8 blocks are what the digits' 1000 training images want).
+
+    Each block runs as one op, `genmodels.ops.pixelcnn_residual_block` (one autograd node),
+    with the same parameters and `state_dict` as the layer-by-layer `nn.Sequential` it holds;
+    a block whose modules were replaced, hooked or parametrized runs layer by layer."""
 
     def __init__(
         self,
@@ -156,7 +161,7 @@ class PixelCNN(_Autoregressive):
         if self.class_bias is not None:
             h = h + self.class_bias(y)[:, :, None, None]
         for block in self.blocks:
-            h = h + block(h)
+            h = run_block(block, h, self.color_groups)
         return self.output(h)
 
 
