@@ -146,20 +146,39 @@ def test_training_step(benchmark, name, provider):
     benchmark.pedantic(run, rounds=15, warmup_rounds=3, iterations=1)
 
 
-def interleaved(rounds: int = 30, models=MODELS, providers=PROVIDERS) -> list[tuple]:
-    """(model, a median in seconds per provider...), timed round-robin."""
+def interleaved(
+    rounds: int = 30,
+    models=MODELS,
+    providers=PROVIDERS,
+    auto_threads: bool = False,
+    chosen: dict | None = None,
+) -> list[tuple]:
+    """(model, a median in seconds per provider...), timed round-robin. With auto_threads
+    each provider's steps run under its own `ThreadChooser("auto")`, as `genmodels train
+    --threads auto` runs them, and only steps after its first choice are timed; `chosen`
+    then receives {(model, provider): the thread count chosen}."""
+    from contextlib import nullcontext
+
+    from genmodels.training.threads import ThreadChooser
+
     out = []
     for name in models:
         steps = {p: make_step(name, p) for p in providers}
         times: dict[str, list[float]] = {p: [] for p in providers}
-        for i in range(rounds + 3):
+        choosers = {p: ThreadChooser("auto", probe_steps=2, every=10**9) for p in providers}
+        warmup = 3 + (max(c.probe_window * len(c.candidates) for c in choosers.values())
+                      if auto_threads else 0)  # fmt: skip
+        for i in range(rounds + warmup):
             for p, step in steps.items():
-                start = time.perf_counter()
-                step()
-                synchronize()
-                if i >= 3:  # warm-up (and compilation) rounds
+                with choosers[p].step() if auto_threads else nullcontext():
+                    start = time.perf_counter()
+                    step()
+                    synchronize()
+                if i >= warmup:  # warm-up (and compilation, and probing) rounds
                     times[p].append(time.perf_counter() - start)
         out.append((name, *(statistics.median(times[p]) for p in providers)))
+        if chosen is not None:
+            chosen.update({(name, p): c.chosen for p, c in choosers.items()})
     return out
 
 
@@ -177,7 +196,9 @@ def pixelcnn_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pixelcnn", action="store_true")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--threads", default="1,2", help="counts, and/or auto (ThreadChooser)")
+    parser.add_argument("--models", default="pixelcnn,pixelcnn-28x28",
+                        help="pixelcnn, pixelcnn-28x28, gated-pixelcnn")  # fmt: skip
     parser.add_argument("--contention", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile provider")
     args = parser.parse_args(argv)
@@ -193,10 +214,15 @@ def pixelcnn_main(argv: list[str]) -> None:
     )
     blank = [""] * (len(PIXELCNN_PROVIDERS) - len(providers))
     with competing_load() if contended else nullcontext():
-        for threads in map(int, args.threads.split(",")):
-            torch.set_num_threads(threads)
-            for name, *med in interleaved(args.rounds, ("pixelcnn", "pixelcnn-28x28"),
-                                          providers):  # fmt: skip
+        all_threads = torch.get_num_threads()
+        for threads in args.threads.split(","):
+            auto = threads == "auto"
+            torch.set_num_threads(all_threads if auto else int(threads))
+            chosen: dict = {}
+            for name, *med in interleaved(args.rounds, args.models.split(","), providers,
+                                          auto_threads=auto, chosen=chosen):  # fmt: skip
+                if auto:  # the count each provider's chooser settled on
+                    threads = "auto: " + "/".join(str(chosen[name, p]) for p in providers)
                 cells = [f"{t * 1e3:.2f} ms" for t in med] + blank
                 cells += [f"{t / med[0]:.2f}x" for t in med[1:]] + blank
                 print(f"| {name} | {threads} | " + " | ".join(cells) + " |", flush=True)

@@ -3,7 +3,7 @@
 Speed on a shared machine is measured, not guessed: `competing_load()` starts a process
 that spins a busy loop on one core (the last one, or `core=`) for at most `max_seconds`,
 and stops it when the block exits, also on an error or a KeyboardInterrupt. The loop
-checks the clock, so a load whose parent died ends by itself.
+checks the clock and its parent, so a load whose benchmark was killed ends by itself.
 
     with competing_load():
         ...  # timings here run beside one busy core
@@ -22,12 +22,13 @@ import time
 ENV = "GENMODELS_BENCH_CONTENTION"
 
 
-def _spin(core: int | None, max_seconds: float) -> None:
+def _spin(core: int | None, max_seconds: float, parent: int) -> None:
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
     end = time.monotonic() + max_seconds
     x = 0
-    while time.monotonic() < end:
+    # A killed benchmark cannot stop its load: the load stops when its parent is gone.
+    while time.monotonic() < end and os.getppid() == parent:
         for _ in range(10_000):
             x += 1
 
@@ -43,7 +44,10 @@ def competing_load(core: int | None = None, max_seconds: float = 3600.0):
         core = max(os.sched_getaffinity(0))
     # "spawn": the child must not inherit the parent's torch threads and locks.
     proc = multiprocessing.get_context("spawn").Process(
-        target=_spin, args=(core, max_seconds), daemon=True, name="genmodels-competing-load"
+        target=_spin,
+        args=(core, max_seconds, os.getpid()),
+        daemon=True,
+        name="genmodels-competing-load",
     )
     proc.start()
     try:

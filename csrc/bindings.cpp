@@ -21,6 +21,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("masked_conv2d_forward_cpu", &gm::masked_conv2d_forward_cpu);
   m.def("masked_conv2d_backward_cpu", &gm::masked_conv2d_backward_cpu);
   m.def("masked_conv2d_autograd_cpu", &gm::masked_conv2d_autograd);
+  m.def("masked_conv2d_reads_box_cpu", &gm::masked_conv2d_reads_box_cpu);
   m.def("gated_activation_forward_cpu", &gm::gated_activation_forward_cpu);
   m.def("gated_activation_backward_cpu", &gm::gated_activation_backward_cpu);
   m.def("gated_activation_autograd_cpu", &gm::gated_activation_autograd);

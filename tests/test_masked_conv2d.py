@@ -13,6 +13,7 @@ from genmodels import _backend
 from genmodels.ops import gate, make_mask, masked_conv2d, masked_conv2d_gated
 from genmodels.ops.masked_conv2d import (
     MASK_TYPES,
+    _kernel_reads_masked,
     gated_activation,
     masked_conv2d_gated_reference,
     masked_conv2d_reference,
@@ -480,6 +481,23 @@ def test_non_finite_values_where_the_mask_looks_away(backend, bad, mask_type, gr
         # NaN, as in any convolution); a masked tap's is exactly zero all the same.
         assert (gw[mask == 0] == 0).all()
         assert torch.isfinite(gx).all() and not gx[:, ~dep].any()
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("path", ["chunks", "rects"])
+@pytest.mark.parametrize("mask_type,groups,k", [("A", 1, 7), ("B", 1, 3), ("A", 3, 3)])
+def test_non_finite_values_on_each_native_cpu_path(backend, path, mask_type, groups, k,
+                                                   monkeypatch):  # fmt: skip
+    """The input check runs only where the CPU path reads masked positions (the
+    rectangles' bounding box, a colour-group centre): with the gather path it is skipped,
+    with the box it is not, and either way the masked NaN/Inf has no influence."""
+    monkeypatch.setenv("GM_MASKED_CONV_CPU_PATH", path)
+    weight = torch.randn(2 * 3 * groups, 3 * groups, k, k)
+    x = torch.randn(2, 3 * groups, 6, 7)
+    reads = _kernel_reads_masked(x, weight, mask_type, groups, "native")
+    assert reads == (path == "rects" or groups > 1)
+    for bad in (float("nan"), float("inf")):
+        test_non_finite_values_where_the_mask_looks_away(backend, bad, mask_type, groups, k)
 
 
 @pytest.mark.skipif(not _backend.triton_available("cuda")[0], reason="triton is not installed")

@@ -9,7 +9,7 @@ from genmodels import _backend
 from genmodels.models import PixelCNN
 from genmodels.nn import Dropout, MaskedConv2d
 from genmodels.ops import dropout as dropout_op
-from genmodels.ops import masked_conv2d
+from genmodels.ops import make_mask, masked_conv2d
 from genmodels.ops.pixelcnn_residual_block import (
     pixelcnn_residual_block,
     pixelcnn_residual_block_reference,
@@ -295,6 +295,71 @@ def test_non_finite_input_goes_to_the_reference():
     x[0, :, 2, 2] = float("nan")  # the last pixel: no earlier output may read it
     out = block(x, params(dtype=torch.float64), "auto")
     assert torch.isfinite(out[0, :, :2]).all() and torch.isfinite(out[0, :, 2, :2]).all()
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.values[0] == "native"])
+@pytest.mark.parametrize("need", ["all", "x", "w1", "w3", "b2"])
+def test_backward_side_by_side_on_two_threads(backend, need):
+    """With two threads the native backward runs its independent GEMMs side by side; with
+    one, in turn: every gradient asked for (and only those) matches the reference either
+    way, also when the block is larger than a chunk of the middle convolution."""
+    before = torch.get_num_threads()
+    x = torch.randn(4, 16, 9, 11, dtype=torch.float64)
+    ps = params(c=16, c2=8, dtype=torch.float64)
+    names = ["x", "w1", "b1", "w2", "b2", "w3", "b3"]
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaves = [t.clone().requires_grad_(need in ("all", n)) for n, t in
+                      zip(names, [x, *ps], strict=True)]  # fmt: skip
+            out = block(leaves[0], leaves[1:], backend, p=0.25, seed=3)
+            out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(5),
+                                     dtype=out.dtype))  # fmt: skip
+            results.append([t.grad for t in leaves])
+        leaves = [t.clone().requires_grad_(need in ("all", n)) for n, t in
+                  zip(names, [x, *ps], strict=True)]  # fmt: skip
+        out = block(leaves[0], leaves[1:], "reference", p=0.25, seed=3)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(5),
+                                 dtype=out.dtype))  # fmt: skip
+        for grads in results:
+            for got, want in zip(grads, [t.grad for t in leaves], strict=True):
+                assert (got is None) == (want is None)
+                if want is not None:
+                    torch.testing.assert_close(got, want)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.values[0] == "native"])
+@pytest.mark.parametrize("path", ["chunks", "rects"])
+@pytest.mark.parametrize("where", ["x", "w2"])
+def test_non_finite_values_the_mask_hides_never_leak(backend, path, where, monkeypatch):
+    """Whichever CPU path runs the middle convolution (the gather path needs no input
+    check, the bounding-box path does), a NaN in the last pixel or in a masked tap of w2
+    changes no output that must not read it, and gives no NaN gradient to anything else."""
+    monkeypatch.setenv("GM_MASKED_CONV_CPU_PATH", path)
+    x = torch.randn(2, 6, 4, 5)
+    ps = params()
+    clean = block(x, ps, "reference")
+    keep = torch.ones(4, 5, dtype=torch.bool)
+    if where == "x":
+        x[:, :, 3, 4] = float("nan")
+        keep[3, 4] = False
+    else:
+        mask = make_mask(4, 4, 3, "B")
+        ps[2] = torch.where(mask.bool(), ps[2], torch.full_like(ps[2], float("nan")))
+    x.requires_grad_(True)
+    leaves = [t.requires_grad_(True) for t in ps]
+    out = block(x, leaves, backend)
+    torch.testing.assert_close(out[..., keep], clean[..., keep])
+    (out[..., keep].sum()).backward()
+    if where == "w2":
+        assert torch.isfinite(x.grad).all()
+        assert all(torch.isfinite(t.grad).all() for t in leaves[:2] + leaves[3:])
+        assert (leaves[2].grad[mask == 0] == 0).all()
+    else:
+        assert not x.grad[:, :, 3, 4].any() and torch.isfinite(x.grad[..., keep]).all()
 
 
 def test_recipe_matches_the_op_without_dropout():

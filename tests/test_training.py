@@ -129,6 +129,8 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
         (["train", "pixelsnail"], "invalid choice"),
         (["train", "vae", "--epochs", "zero"], "invalid int"),
         (["train", "vae", "--epochs", "0"], "epochs must be a positive int"),
+        (["train", "vae", "--threads", "0"], "threads must be a positive int or 'auto'"),
+        (["train", "vae", "--threads", "some"], "threads must be a positive int or 'auto'"),
         (["train", "vae", "--resume", "/nonexistent/run"], "/nonexistent/run"),
         (["train", "vae", "--data", "mnist:/nonexistent"], "/nonexistent"),
         (["sample", "/nonexistent/checkpoint.pt"], "/nonexistent/checkpoint.pt"),

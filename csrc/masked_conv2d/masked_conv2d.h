@@ -26,6 +26,12 @@ std::tuple<at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
     const std::vector<int64_t>& taps, const std::optional<at::Tensor>& center_mask,
     bool need_input, bool need_weight);
 
+// Whether the CPU kernels for this weight (its dtype and k) and these taps take the
+// rectangles path, which reads the bounding box of the kept taps: masked positions of x
+// then meet zero weights, so a NaN or Inf there must be kept away (the other CPU paths
+// gather the kept taps only).
+bool masked_conv2d_reads_box_cpu(const at::Tensor& weight, const std::vector<int64_t>& taps);
+
 // The Gated PixelCNN activation of genmodels.ops.masked_conv2d_gated on CPU: pre
 // [N, 2C, H, W] -> [N, C, H, W] (channels_last), and its input gradient.
 at::Tensor gated_activation_forward_cpu(const at::Tensor& pre, int64_t groups);

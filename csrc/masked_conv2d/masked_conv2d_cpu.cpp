@@ -3,7 +3,7 @@
 //
 // 1. Active-tap im2col + GEMM (float16 and float64): only the kept taps are gathered, so the
 //    GEMM after it (at::mm, the formulation of masked_conv2d_checks.h) does no work on
-//    masked taps. The pixels are cut into chunks of up to 256 rows whose im2col block
+//    masked taps. The pixels are cut into chunks of up to 512 rows whose im2col block
 //    stays in cache: each thread gathers a chunk and multiplies it right away with a
 //    single-threaded GEMM (at::mm inside at::parallel_for does not spawn threads), instead
 //    of writing the whole [M, T * C] im2col to memory and reading it back. The gather
@@ -37,9 +37,11 @@
 namespace genmodels {
 namespace {
 
-// im2col block per chunk: 64 to 256 pixels. Fewer rows make the GEMM repack its weight
-// operand too often; 48 to 256 rows measured within noise of each other for 7x7 and 3x3
-// at C=64 (256 slightly best), so the cap is 256 rows or 2 MiB.
+// im2col block per chunk: 64 to 512 pixels. Fewer rows make the GEMM repack its weight
+// operand too often, and each chunk costs a few tensor views and a GEMM call: 48 to 256
+// rows measured within noise of each other for 7x7 and 3x3 at C=64, and 512 about 1.5%
+// faster than 256 for the PixelCNN step at 8x8 (32 hidden channels, one and two threads;
+// benchmarks/results/cpu-issue15-pixelcnn.md), so the cap is 512 rows or 2 MiB.
 constexpr int64_t kChunkBytes = 2 * 1024 * 1024;
 
 struct Geometry {
@@ -99,7 +101,7 @@ void im2col_rows(const char* src, char* dst, const Geometry& g, const std::vecto
 
 int64_t chunk_rows(int64_t m, int64_t row_bytes) {
   const int64_t threads = at::get_num_threads();
-  int64_t rows = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, row_bytes), 64, 256);
+  int64_t rows = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, row_bytes), 64, 512);
   // at least a few chunks per thread so the split balances
   rows = std::min(rows, std::max<int64_t>(16, m / (4 * threads)));
   return rows;
@@ -218,6 +220,10 @@ Path cpu_path(at::ScalarType dtype, int64_t k, const std::vector<int64_t>& taps)
 }
 
 }  // namespace
+
+bool masked_conv2d_reads_box_cpu(const at::Tensor& weight, const std::vector<int64_t>& taps) {
+  return cpu_path(weight.scalar_type(), weight.size(2), taps) == Path::kRects;
+}
 
 at::Tensor masked_conv2d_forward_cpu(const at::Tensor& x, const at::Tensor& weight,
                                      const std::optional<at::Tensor>& bias,

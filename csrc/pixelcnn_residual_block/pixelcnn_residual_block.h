@@ -40,6 +40,22 @@ std::vector<at::Tensor> pixelcnn_residual_block_backward_cpu(
     const std::vector<int64_t>& taps, const OptTensor& cm1, const OptTensor& cm2,
     const OptTensor& cm3, double p, int64_t seed, int64_t offset, const std::vector<bool>& need);
 
+// The CPU autograd node's pair: the forward also returns relu(x) (channels_last), which the
+// backward takes in place of x, so the node keeps relu(x) instead of x (the same memory)
+// and the backward does not recompute it (x > 0 exactly where relu(x) > 0).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+pixelcnn_residual_block_forward_keep_relu_cpu(
+    const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1, const at::Tensor& w2,
+    const OptTensor& b2, const at::Tensor& w3, const OptTensor& b3,
+    const std::vector<int64_t>& taps, const OptTensor& cm1, const OptTensor& cm2,
+    const OptTensor& cm3, double p, int64_t seed, int64_t offset);
+
+std::vector<at::Tensor> pixelcnn_residual_block_backward_from_relu_cpu(
+    const at::Tensor& grad_out, const at::Tensor& relu_x, const at::Tensor& w1,
+    const at::Tensor& w2, const at::Tensor& w3, const at::Tensor& r1, const at::Tensor& r2,
+    const std::vector<int64_t>& taps, const OptTensor& cm1, const OptTensor& cm2,
+    const OptTensor& cm3, double p, const std::vector<bool>& need);
+
 // forward with one C++ autograd node whose backward calls the backward above (CPU or CUDA
 // by x's device); its backward refuses create_graph=True.
 at::Tensor pixelcnn_residual_block_autograd(

@@ -1,6 +1,7 @@
 // The eager path of the PixelCNN residual block: one C++ autograd node over the CPU/CUDA
 // entry points, in place of the eight nodes (3 ReLUs, 3 convolutions, dropout, add) of the
-// layer-by-layer block. It saves x, the weights, r1 and r2 (what backward needs) and the
+// layer-by-layer block. It saves x (relu(x) on CPU), the weights, r1 and r2 (what backward
+// needs) and the
 // dropout's (p, seed, offset); torch.compile traces the torch.library op of
 // python/genmodels/ops/pixelcnn_residual_block.py instead.
 #include <torch/autograd.h>
@@ -25,7 +26,7 @@ class ResidualBlockFunction : public torch::autograd::Function<ResidualBlockFunc
                             const std::vector<int64_t>& taps, const OptTensor& cm1,
                             const OptTensor& cm2, const OptTensor& cm3, double p, int64_t seed,
                             int64_t offset) {
-    at::Tensor out, r1, r2;
+    at::Tensor out, r1, r2, relu_x;
 #ifdef WITH_CUDA
     if (x.is_cuda()) {
       std::tie(out, r1, r2) = pixelcnn_residual_block_forward_cuda(x, w1, b1, w2, b2, w3, b3, taps,
@@ -33,12 +34,13 @@ class ResidualBlockFunction : public torch::autograd::Function<ResidualBlockFunc
     }
 #endif
     if (!out.defined()) {
-      std::tie(out, r1, r2) = pixelcnn_residual_block_forward_cpu(x, w1, b1, w2, b2, w3, b3, taps,
-                                                                  cm1, cm2, cm3, p, seed, offset);
+      std::tie(out, r1, r2, relu_x) = pixelcnn_residual_block_forward_keep_relu_cpu(
+          x, w1, b1, w2, b2, w3, b3, taps, cm1, cm2, cm3, p, seed, offset);
     }
     const at::Tensor none;
-    ctx->save_for_backward({x, w1, w2, w3, r1, r2, cm1.value_or(none), cm2.value_or(none),
-                            cm3.value_or(none)});
+    // On CPU relu(x) in place of x (see pixelcnn_residual_block.h).
+    ctx->save_for_backward({relu_x.defined() ? relu_x : x, w1, w2, w3, r1, r2,
+                            cm1.value_or(none), cm2.value_or(none), cm3.value_or(none)});
     ctx->saved_data["taps"] = taps;
     ctx->saved_data["p"] = p;
     ctx->saved_data["seed"] = seed;
@@ -62,8 +64,8 @@ class ResidualBlockFunction : public torch::autograd::Function<ResidualBlockFunc
     }
     const std::vector<int64_t> taps = ctx->saved_data["taps"].toIntVector();
     const double p = ctx->saved_data["p"].toDouble();
-    const int64_t seed = ctx->saved_data["seed"].toInt();
-    const int64_t offset = ctx->saved_data["offset"].toInt();
+    [[maybe_unused]] const int64_t seed = ctx->saved_data["seed"].toInt();
+    [[maybe_unused]] const int64_t offset = ctx->saved_data["offset"].toInt();
     std::vector<at::Tensor> g;
 #ifdef WITH_CUDA
     if (s[0].is_cuda()) {
@@ -73,9 +75,9 @@ class ResidualBlockFunction : public torch::autograd::Function<ResidualBlockFunc
     }
 #endif
     if (g.empty()) {
-      g = pixelcnn_residual_block_backward_cpu(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], taps,
-                                               opt(s[6]), opt(s[7]), opt(s[8]), p, seed, offset,
-                                               need);
+      g = pixelcnn_residual_block_backward_from_relu_cpu(grads[0], s[0], s[1], s[2], s[3], s[4],
+                                                         s[5], taps, opt(s[6]), opt(s[7]),
+                                                         opt(s[8]), p, need);
     }
     // One entry per forward argument (absent optionals included).
     variable_list out(14);

@@ -36,7 +36,8 @@ at::Tensor relu_dropout_forward_cuda(at::Tensor& t, double p, int64_t seed, int6
 }
 
 const ResidualBlockDevice kCuda{masked_conv2d_forward_cuda, masked_conv2d_backward_cuda,
-                                relu_dropout_forward_cuda};
+                                relu_dropout_forward_cuda, /*relu_grad_add=*/nullptr,
+                                /*side_by_side=*/false};
 
 }  // namespace
 

@@ -53,6 +53,7 @@ def _train(args: argparse.Namespace) -> int:
         binarize=args.binarize,
         progress=args.progress,
         overwrite=args.overwrite,
+        threads=args.threads,
     )
     train(config)
     return 0
@@ -131,7 +132,7 @@ def _adapt(args: argparse.Namespace) -> int:
         encoder=args.encoder, image_size=args.image_size, grayscale=args.grayscale,
         source_size=args.source_size, target_size=args.target_size,
         pretrain_epochs=args.pretrain_epochs, adversary=args.adversary,
-        confusion_weight=args.confusion_weight,
+        confusion_weight=args.confusion_weight, threads=args.threads,
     )  # fmt: skip
     if method == "compare":
         if args.resume is not None or args.seed is not None:
@@ -186,6 +187,11 @@ def _add_adapt_parser(sub) -> None:
         "--progress", action=argparse.BooleanOptionalAction,
         help="progress bars (default: when stderr is a terminal)",
     )  # fmt: skip
+    adapt.add_argument(
+        "--threads", metavar="N|auto",
+        help="CPU threads: N, or auto (time the steps with each count and keep the fastest; "
+        "not bitwise reproducible). Default: torch's",
+    )  # fmt: skip
     adapt.set_defaults(run=_adapt)
 
 
@@ -232,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="progress bars (default: when stderr is a terminal)",
     )
+    train.add_argument(
+        "--threads", metavar="N|auto",
+        help="CPU threads: N, or auto (time the steps with each count and keep the fastest; "
+        "not bitwise reproducible). Default: torch's",
+    )  # fmt: skip
     train.set_defaults(run=_train)
 
     sample = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")

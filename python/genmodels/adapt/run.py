@@ -51,6 +51,7 @@ class AdaptConfig:
     pretrain_epochs: int | None = None
     adversary: str | None = None
     confusion_weight: float | None = None
+    threads: int | str | None = None
 
     def options(self) -> dict:
         # `is`, not `in (None, False)`: a weight of 0.0 equals False but is a setting.
@@ -122,6 +123,7 @@ def train_config(cfg: AdaptConfig) -> TrainConfig:
         progress=cfg.progress,
         backend=cfg.backend,
         model_kwargs=None if resuming else cfg.options(),
+        threads=cfg.threads,
     )
 
 
@@ -214,7 +216,9 @@ def _one(base: AdaptConfig, method: str, seed: int, run: str) -> dict:
     epochs = base.pretrain_epochs if method == "source-only" else base.epochs
     cfg = _for_method(base, method, seed=seed, out=run, epochs=epochs)
     if os.path.isfile(os.path.join(run, CHECKPOINT)):
-        cfg = AdaptConfig(resume=run, device=base.device, progress=base.progress)
+        cfg = AdaptConfig(
+            resume=run, device=base.device, progress=base.progress, threads=base.threads
+        )
     return adapt(cfg)
 
 

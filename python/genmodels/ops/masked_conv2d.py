@@ -251,10 +251,24 @@ def _has_non_finite(x: Tensor) -> bool:
     )
 
 
-def _kernel_would_leak(x: Tensor, weight: Tensor, mask_type: str, color_groups: int) -> bool:
-    """A kernel path must not see this input: it may read masked positions holding NaN/Inf."""
+def _kernel_reads_masked(x: Tensor, weight: Tensor, mask_type: str, color_groups: int,
+                         backend: str) -> bool:  # fmt: skip
     c_out, c_in, k, _ = weight.shape
-    return reads_masked_inputs(k, c_out, c_in, mask_type, color_groups) and _has_non_finite(x)
+    if not reads_masked_inputs(k, c_out, c_in, mask_type, color_groups):
+        return False
+    taps, partial = _tap_plan_cached(k, c_out, c_in, mask_type, color_groups)
+    if partial or backend != "native" or x.device.type != "cpu":
+        return True
+    # Which CPU path runs depends on the dtype, k and the processor (and an environment
+    # override), so ask the extension: the gather paths read the kept taps only.
+    return _backend.native_entry(OP, "reads_box", x.device)(weight, list(taps))
+
+
+def _kernel_would_leak(
+    x: Tensor, weight: Tensor, mask_type: str, color_groups: int, backend: str
+) -> bool:
+    """A kernel path must not see this input: it may read masked positions holding NaN/Inf."""
+    return _kernel_reads_masked(x, weight, mask_type, color_groups, backend) and _has_non_finite(x)
 
 
 def gated_activation(pre: Tensor, color_groups: int = 1) -> Tensor:
@@ -324,7 +338,7 @@ def _conv_backward_kernel(grad_out, x, weight, mask_type, color_groups, backend,
 def _op(
     x: Tensor, weight: Tensor, bias: Tensor | None, mask_type: str, color_groups: int, backend: str
 ) -> Tensor:
-    if _kernel_would_leak(x, weight, mask_type, color_groups):
+    if _kernel_would_leak(x, weight, mask_type, color_groups, backend):
         y = masked_conv2d_reference(x, weight, bias, mask_type, color_groups)
         return y.contiguous(memory_format=torch.channels_last)
     return _conv_kernel(x, weight, bias, mask_type, color_groups, backend)
@@ -413,7 +427,7 @@ class _Eager(torch.autograd.Function):
 def _conv(x, weight, bias, mask_type, color_groups, backend):
     if torch.compiler.is_compiling():
         return _op(x, weight, bias, mask_type, color_groups, backend)
-    if _kernel_would_leak(x, weight, mask_type, color_groups):
+    if _kernel_would_leak(x, weight, mask_type, color_groups, backend):
         return masked_conv2d_reference(x, weight, bias, mask_type, color_groups)
     if backend == "native":
         # The extension's own autograd node: no Python in the backward pass.
@@ -434,7 +448,7 @@ def _gated_op(
 ) -> Tensor:
     """Conv + bias + addend + gate. Triton fuses all of it (the pre-activation is never
     stored); the native backend runs its convolution kernel, then the gate."""
-    if backend == "reference" or _kernel_would_leak(x, weight, mask_type, color_groups):
+    if backend == "reference" or _kernel_would_leak(x, weight, mask_type, color_groups, backend):
         y = masked_conv2d_gated_reference(x, weight, bias, addend, mask_type, color_groups)
         return y.contiguous(memory_format=torch.channels_last)
     if backend == "native":

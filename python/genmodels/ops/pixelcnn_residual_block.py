@@ -26,8 +26,10 @@ the middle ReLU's and the dropout's masks are read off d (0 exactly where either
 element), so backward draws no dropout words. Triton runs the same plan with its
 masked_conv2d kernels and a fused ReLU + dropout kernel. Output channels_last.
 
-Like masked_conv2d, a non-finite input or weight goes to the reference in eager calls (a
-kernel reads masked positions with zero weights, and 0 * NaN would leak across the mask);
+Like masked_conv2d, a non-finite input or weight goes to the reference in eager calls when
+a kernel reads masked positions with zero weights (0 * NaN would leak across the mask): a
+colour-group centre, or the middle convolution's bounding-box path; the gather paths read
+the kept taps only and skip the check;
 under torch.compile the op is traced as is, as masked_conv2d's is. Finite inputs whose
 intermediates overflow to Inf (float16) are not detected. Backward is
 differentiable again (create_graph=True) through the reference on the torch.library op and
@@ -46,6 +48,7 @@ from genmodels.ops._philox import draw_seed, dropout_threshold, seed_words
 from genmodels.ops.dropout import dropout_reference, dropout_scale
 from genmodels.ops.masked_conv2d import (
     _autocast,
+    _kernel_reads_masked,
     check_color_groups,
     check_kernel_size,
     masked_conv2d_reference,
@@ -343,7 +346,10 @@ def pixelcnn_residual_block(
         return pixelcnn_residual_block_reference(*args)
     if torch.compiler.is_compiling():  # traced as one op, as masked_conv2d is
         return _op(*args, which)[0]
-    if _non_finite(x, w1, b1, w2, b2, w3, b3):
+    # Only kernels that read masked positions need the check: a colour-group centre, or a
+    # middle convolution whose CPU path covers the kept taps' bounding box.
+    reads_masked = _kernel_reads_masked(x, w2, "B", color_groups, which)
+    if reads_masked and _non_finite(x, w1, b1, w2, b2, w3, b3):
         return pixelcnn_residual_block_reference(*args)
     if which == "native":
         taps, cm1, cm2, cm3 = _plan(w1, w2, w3, color_groups)

@@ -39,6 +39,7 @@ from genmodels.training.rundir import (
     remove_stale_temporaries,
 )
 from genmodels.training.tasks import TASKS, Task
+from genmodels.training.threads import ThreadChooser, parse_threads
 
 CHECKPOINT = "checkpoint.pt"
 SAMPLES = "samples.png"
@@ -92,6 +93,7 @@ class TrainConfig:
     overwrite: bool = False
     target_data: str | None = None  # a second data set, for tasks that take one
     sample_every: int = 10  # samples.png at most every N epochs (when validation improves)
+    threads: int | str | None = None  # torch's default; "auto": timed (training/threads.py)
 
     def __post_init__(self):
         if self.model is None and self.resume is None:
@@ -108,6 +110,7 @@ class TrainConfig:
             raise ValueError(f"lr must be positive and finite, got {self.lr!r}")
         if self.backend is not None and self.backend not in _backend.BACKENDS:
             raise ValueError(f"backend must be one of {_backend.BACKENDS}, got {self.backend!r}")
+        self.threads = parse_threads(self.threads)
         if self.resume is not None and self.overwrite:
             raise ValueError("--resume continues a run and --overwrite starts one over: not both")
 
@@ -133,6 +136,7 @@ class Run:
     lock: RunLock | None = None
     # Time spent writing the last epoch's files: counted into the next epoch's seconds.
     unsaved_seconds: float = 0.0
+    threads: ThreadChooser | None = None
 
 
 def _world() -> tuple[int, int]:
@@ -422,7 +426,8 @@ def run_epoch(run: Run, epoch: int) -> dict | None:
     )
     losses, running, step = [], None, 0
     for step, batch in enumerate(progress, 1):
-        stats = task.train_step(run.net, model, batch, run.optimizers, run.scaler, cfg.amp)
+        with run.threads.step() if run.threads is not None else contextlib.nullcontext():
+            stats = task.train_step(run.net, model, batch, run.optimizers, run.scaler, cfg.amp)
         loss = stats["loss"]
         if not math.isfinite(loss):
             _diverged(run, epoch, f"the loss became {loss} at step {step}")
@@ -579,6 +584,7 @@ def train(cfg: TrainConfig) -> dict:
     metrics (rank 0)."""
     run, ckpt = set_up(cfg)
     try:
+        run.threads = ThreadChooser(run.cfg.threads, report=print if run.rank == 0 else None)
         with _backend_for_run(run.cfg.backend):
             if ckpt is not None:
                 resume(run, ckpt)
@@ -596,5 +602,7 @@ def train(cfg: TrainConfig) -> dict:
                 dist.barrier()
             return metrics
     finally:
+        if run.threads is not None:
+            run.threads.restore()
         if run.lock is not None:
             run.lock.release()
