@@ -165,9 +165,10 @@ def interleaved(
     for name in models:
         steps = {p: make_step(name, p) for p in providers}
         times: dict[str, list[float]] = {p: [] for p in providers}
-        choosers = {p: ThreadChooser("auto", probe_steps=2, every=10**9) for p in providers}
-        warmup = 3 + (max(c.probe_window * len(c.candidates) for c in choosers.values())
-                      if auto_threads else 0)  # fmt: skip
+        choosers = {p: ThreadChooser("auto", probe_steps=2, every=10**9)
+                    for p in providers} if auto_threads else {}  # fmt: skip
+        warmup = 3 + max((c.probe_window * len(c.candidates) for c in choosers.values()),
+                         default=0)  # fmt: skip
         for i in range(rounds + warmup):
             for p, step in steps.items():
                 with choosers[p].step() if auto_threads else nullcontext():
@@ -177,7 +178,7 @@ def interleaved(
                 if i >= warmup:  # warm-up (and compilation, and probing) rounds
                     times[p].append(time.perf_counter() - start)
         out.append((name, *(statistics.median(times[p]) for p in providers)))
-        if chosen is not None:
+        if chosen is not None and auto_threads:
             chosen.update({(name, p): c.chosen for p, c in choosers.items()})
     return out
 

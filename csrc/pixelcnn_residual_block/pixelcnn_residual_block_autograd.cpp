@@ -1,8 +1,7 @@
 // The eager path of the PixelCNN residual block: one C++ autograd node over the CPU/CUDA
 // entry points, in place of the eight nodes (3 ReLUs, 3 convolutions, dropout, add) of the
 // layer-by-layer block. It saves x (relu(x) on CPU), the weights, r1 and r2 (what backward
-// needs) and the
-// dropout's (p, seed, offset); torch.compile traces the torch.library op of
+// needs) and the dropout's (p, seed, offset); torch.compile traces the torch.library op of
 // python/genmodels/ops/pixelcnn_residual_block.py instead.
 #include <torch/autograd.h>
 

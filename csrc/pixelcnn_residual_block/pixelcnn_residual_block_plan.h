@@ -42,13 +42,17 @@ struct ResidualBlockDevice {
 // each single-threaded (a GEMM inside a parallel region does not split again): for the
 // small GEMMs of a block that beats splitting each of them over both threads in turn.
 // Each output is written by one of them, so the result does not depend on the timing.
-// t <- the gradient through a ReLU whose output is r (rows), in place when the device can.
-inline void relu_grad(const ResidualBlockDevice& dev, at::Tensor& t, const at::Tensor& r) {
-  if (dev.relu_grad_add != nullptr && t.is_contiguous() && r.is_contiguous()) {
-    dev.relu_grad_add(t, r, at::Tensor());
-  } else {
-    t = at::threshold_backward(t, r, 0);
+// t <- the gradient through a ReLU whose output is r (rows), plus g when defined: in place
+// in one pass when the device can.
+inline void relu_grad(const ResidualBlockDevice& dev, at::Tensor& t, const at::Tensor& r,
+                      const at::Tensor& g = at::Tensor()) {
+  if (dev.relu_grad_add != nullptr && t.is_contiguous() && r.is_contiguous() &&
+      (!g.defined() || g.is_contiguous())) {
+    dev.relu_grad_add(t, r, g);
+    return;
   }
+  t = at::threshold_backward(t, r, 0);
+  if (g.defined()) t.add_(g);
 }
 
 template <class A, class B>
@@ -212,12 +216,7 @@ inline std::vector<at::Tensor> residual_block_backward(
       [&] {
         if (!need[0]) return;
         at::Tensor gx = at::mm(g1, m1);
-        if (dev.relu_grad_add != nullptr && xr.is_contiguous() && g.is_contiguous()) {
-          dev.relu_grad_add(gx, xr, g);
-        } else {
-          gx = at::threshold_backward(gx, xr, 0);
-          gx.add_(g);
-        }
+        relu_grad(dev, gx, xr, g);
         grads[0] = block_image(gx, x);
       });
   return grads;

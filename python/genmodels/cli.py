@@ -187,12 +187,16 @@ def _add_adapt_parser(sub) -> None:
         "--progress", action=argparse.BooleanOptionalAction,
         help="progress bars (default: when stderr is a terminal)",
     )  # fmt: skip
-    adapt.add_argument(
+    _add_threads_argument(adapt)
+    adapt.set_defaults(run=_adapt)
+
+
+def _add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--threads", metavar="N|auto",
         help="CPU threads: N, or auto (time the steps with each count and keep the fastest; "
         "not bitwise reproducible). Default: torch's",
     )  # fmt: skip
-    adapt.set_defaults(run=_adapt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,11 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="progress bars (default: when stderr is a terminal)",
     )
-    train.add_argument(
-        "--threads", metavar="N|auto",
-        help="CPU threads: N, or auto (time the steps with each count and keep the fastest; "
-        "not bitwise reproducible). Default: torch's",
-    )  # fmt: skip
+    _add_threads_argument(train)
     train.set_defaults(run=_train)
 
     sample = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
