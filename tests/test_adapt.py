@@ -9,8 +9,11 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genmodels import _critic_chain
+from genmodels.adapt.adda import ADDATask
+from genmodels.adapt.augment import default_shift, random_shift
 from genmodels.adapt.confusion import confusion_loss
 from genmodels.adapt.grad_reverse import ganin_lambda
 from genmodels.adapt.run import METHODS, AdaptConfig, adapt, compare
@@ -222,6 +225,54 @@ def test_no_target_labels_reach_training_or_selection(tmp_path, monkeypatch, met
     ]
 
 
+def _shifts_of(batch, images):
+    """The (dy, dx) that maps each image of `images` onto `batch` (zero fill), or None."""
+    found = []
+    for x, y in zip(images, batch, strict=True):
+        match = None
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                moved = torch.roll(F.pad(x, (1, 1, 1, 1)), (dy, dx), (1, 2))[:, 1:-1, 1:-1]
+                if torch.equal(moved, y):
+                    match = (dy, dx)
+        found.append(match)
+    return found
+
+
+def test_random_shift_translates_each_image_with_zero_fill():
+    images = torch.randint(1, 17, (64, 2, 8, 8), dtype=torch.uint8)
+    shifted = random_shift(images, 1, torch.Generator().manual_seed(0))
+    assert shifted.dtype == images.dtype and shifted.shape == images.shape
+    shifts = _shifts_of(shifted, images)
+    assert None not in shifts and len(set(shifts)) == 9  # per image, every offset drawn
+    again = random_shift(images, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(shifted, again)
+    assert random_shift(images, 0, torch.Generator()) is images
+    assert random_shift(images[:0], 1, torch.Generator()).shape == (0, 2, 8, 8)
+    assert default_shift(8) == 1 and default_shift(28) == 3 and default_shift(4) == 1
+
+
+@pytest.mark.parametrize("shift", [None, 0])
+def test_source_batches_are_shifted_only_while_the_source_model_trains(shift):
+    options = {} if shift is None else {"source_shift": shift}
+    task = ADDATask(datasets.load(SOURCE), options, target=datasets.load("digits"))
+    task.current_stage = "pretrain"
+    images = task.splits.train.images
+
+    def first_batch(stage):
+        task.current_stage = stage
+        g = torch.Generator().manual_seed(3)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(3))
+        x_s, _, _ = next(task.epoch_batches(0, 0, 1, g, 32, torch.device("cpu")))
+        return x_s, images[order[:32]].long()
+
+    x_s, raw = first_batch("pretrain")
+    moved = [s for s in _shifts_of(x_s, raw) if s != (0, 0)]
+    assert (len(moved) > 10) == (shift is None)
+    x_s, raw = first_batch("adapt")
+    assert torch.equal(x_s, raw)
+
+
 def test_selection_rules(tmp_path):
     adapt(config(tmp_path, "source-only", epochs=2))
     ckpt = load_checkpoint(str(tmp_path / "source-only" / "checkpoint.pt"))
@@ -261,6 +312,7 @@ def _usps_folder(tmp_path, classes=10):
             "no adaptation epochs",
         ),  # fmt: skip
         (["adapt", "adda", "--encoder", "vgg"], "invalid choice"),
+        (["adapt", "adda", "--source", SOURCE, "--source-shift", "-1"], "--source-shift"),
         (["adapt"], "give a method, or --resume"),
         (["adapt", "adda", "--source", "mnist:/nonexistent"], "/nonexistent"),
     ],

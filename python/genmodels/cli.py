@@ -131,7 +131,8 @@ def _adapt(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, progress=args.progress, backend=args.backend,
         encoder=args.encoder, image_size=args.image_size, grayscale=args.grayscale,
         source_size=args.source_size, target_size=args.target_size,
-        pretrain_epochs=args.pretrain_epochs, adversary=args.adversary,
+        pretrain_epochs=args.pretrain_epochs, source_shift=args.source_shift,
+        adversary=args.adversary,
         confusion_weight=args.confusion_weight, threads=args.threads,
     )  # fmt: skip
     if method == "compare":
@@ -177,6 +178,9 @@ def _add_adapt_parser(sub) -> None:
     adapt.add_argument("--source-size", type=int, help="use N source training images")
     adapt.add_argument("--target-size", type=int, help="use N target training images")
     adapt.add_argument("--encoder", choices=ENCODERS, help="default: lenet from 28x28, else small")
+    adapt.add_argument("--source-shift", type=int, metavar="PIXELS",
+                       help="shift source images at random by up to PIXELS while the source "
+                       "model trains (default image size // 8, at least 1; 0: off)")  # fmt: skip
     adapt.add_argument("--adversary", choices=sorted(ADVERSARIES), help="adda (default gan)")
     adapt.add_argument("--confusion-weight", type=float,
                        help="confusion: weight of the confusion loss (default 0.1)")  # fmt: skip

@@ -17,8 +17,10 @@ target test split at the end.
 
 Options (the run's ``model_kwargs``, checkpointed with it): ``encoder`` ("lenet" or
 "small", default by image size), ``image_size``, ``grayscale``, ``source_size``,
-``target_size`` (genmodels.adapt.domains), ``pretrain_epochs`` and, for ADDA,
-``adversary``.
+``target_size`` (genmodels.adapt.domains), ``pretrain_epochs``, ``source_shift`` (the
+random translation of the labelled source images during the source stage, in pixels:
+genmodels.adapt.augment; default one pixel per 8 of the image side, 0 turns it off) and,
+for ADDA, ``adversary``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genmodels.adapt import domains
+from genmodels.adapt.augment import default_shift, random_shift
 from genmodels.data import Splits
 from genmodels.models.adapt import AdaptNet, default_encoder
 from genmodels.training.tasks import Task, _step
@@ -99,12 +102,18 @@ class AdaptTask(Task):
         if target is None:
             raise ValueError(f"{self.name}: adaptation needs a target data set (--target)")
         options = dict(model_kwargs)
-        known = ("encoder", "pretrain_epochs", *DATA_OPTIONS, *self.extra_options)
+        known = ("encoder", "pretrain_epochs", "source_shift", *DATA_OPTIONS,
+                 *self.extra_options)  # fmt: skip
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"{self.name}: unknown options {unknown} (known: {list(known)})")
         for name in ("image_size", "source_size", "target_size", "pretrain_epochs"):
             _positive_int(options.get(name), name)
+        shift = options.get("source_shift")
+        if shift is not None and (
+            isinstance(shift, bool) or not isinstance(shift, int) or shift < 0
+        ):
+            raise ValueError(f"--source-shift must be a non-negative int, got {shift!r}")
         source, target = domains.make_pair(
             splits, target, **{k: options[k] for k in DATA_OPTIONS if options.get(k) is not None}
         )
@@ -113,6 +122,7 @@ class AdaptTask(Task):
         image_size = source.train.shape[1]
         self.encoder_kind = options.get("encoder") or default_encoder(image_size)
         self.pretrain_epochs = options.get("pretrain_epochs") or self.default_pretrain_epochs
+        self.source_shift = default_shift(image_size) if shift is None else shift
         self.num_classes = max(int(source.train.labels.max()), int(target.test.labels.max())) + 1
         self.steps = 0  # adversarial steps taken (schedules)
         self.epochs = None
@@ -195,7 +205,10 @@ class AdaptTask(Task):
             target_order = drawn[rank::world][:per_rank]
         for i in range(0, per_rank, batch_size):
             index = order[i : i + batch_size]
-            x_s = source.images[index].to(device).long()
+            x_s = source.images[index]
+            if not adapting:
+                x_s = random_shift(x_s, self.source_shift, generator)
+            x_s = x_s.to(device).long()
             y_s = source.labels[index].to(device)
             x_t = None
             if adapting:

@@ -19,7 +19,7 @@ FEATURES = "features.png"
 TABLE = "table.md"
 # Options that go to the task (checkpointed as the run's model_kwargs).
 OPTIONS = ("encoder", "image_size", "grayscale", "source_size", "target_size",
-           "pretrain_epochs", "adversary", "confusion_weight")  # fmt: skip
+           "pretrain_epochs", "source_shift", "adversary", "confusion_weight")  # fmt: skip
 
 
 def task_name(method: str) -> str:
@@ -49,6 +49,7 @@ class AdaptConfig:
     source_size: int | None = None
     target_size: int | None = None
     pretrain_epochs: int | None = None
+    source_shift: int | None = None
     adversary: str | None = None
     confusion_weight: float | None = None
     threads: int | str | None = None
