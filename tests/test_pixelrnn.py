@@ -63,6 +63,12 @@ def test_class_conditional_cached_sampling(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_cached_sampling_of_no_images(kind):
+    x = _model(kind, 3).sample(0, method="cached")
+    assert x.shape == (0, 3, 5, 5) and x.dtype == torch.long
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_interface(kind):
     model = _model(kind, 1, size=8, levels=17)
     x = torch.randint(0, 17, (4, 1, 8, 8))

@@ -32,7 +32,7 @@ from genmodels.models._args import check_probability
 from genmodels.models._likelihood import to_unit
 from genmodels.models.pixelcnn import _Autoregressive, _dropout
 from genmodels.nn import DiagonalLSTM, MaskedConv2d, RowLSTM
-from genmodels.ops import _lstm
+from genmodels.ops.masked_conv2d import make_mask
 
 KINDS = ("row", "diagonal")
 SAMPLE_METHODS = ("cached", "naive")
@@ -77,11 +77,6 @@ class _Residual(nn.Module):
         return self.conv(self.dropout(h))
 
 
-def _column(t: Tensor) -> Tensor:
-    """[n, C] -> [n, C, 1, 1]: one position as an image for the 1x1 convolutions."""
-    return t[:, :, None, None]
-
-
 class _RowLayer(nn.Module):
     def __init__(self, features, hidden, groups, dropout, backend, kernel_size=3):
         super().__init__()
@@ -91,42 +86,6 @@ class _RowLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.residual(self.lstm(self.input_to_state(x)))
-
-    # --- incremental evaluation, one position at a time (sample(method="cached")) ------
-
-    def start(self, n: int, width: int, like: Tensor) -> None:
-        c, f = self.lstm.hidden_channels, self.input_to_state.in_channels
-        self.inputs = like.new_zeros(n, f, width)  # this row's layer inputs
-        self.h_above = like.new_zeros(n, c, width)
-        self.c_above = like.new_zeros(n, c, width)
-        self.h_row = like.new_zeros(n, c, width)
-        self.c_row = like.new_zeros(n, c, width)
-        self.first_row = True
-
-    def position(self, x: Tensor, j: int) -> Tensor:
-        """The layer's output at column j of the current row from its input x [n, F]."""
-        self.inputs[:, :, j] = x
-        k = self.lstm.weight.shape[2]
-        p = k // 2
-        # The input-to-state convolution on a window centred on j (taps right of j are
-        # masked, so they may stay zero).
-        window = F.pad(self.inputs, (p, p))[:, :, None, j : j + k]
-        gates = self.input_to_state(window)[:, :, 0, p]
-        if self.first_row:
-            pre = gates if self.lstm.bias is None else gates + self.lstm.bias
-            c_prev = None
-        else:
-            above = F.pad(self.h_above, (p, p))[:, :, j : j + k]
-            pre = gates + F.conv1d(above, self.lstm.weight, self.lstm.bias)[:, :, 0]
-            c_prev = self.c_above[:, :, j]
-        h, c = _lstm.cell(pre, c_prev)
-        self.h_row[:, :, j], self.c_row[:, :, j] = h, c
-        return x + self.residual(_column(h))[:, :, 0, 0]
-
-    def end_row(self) -> None:
-        self.h_above, self.h_row = self.h_row, self.h_above
-        self.c_above, self.c_row = self.c_row, self.c_above
-        self.first_row = False
 
 
 class _DiagonalLayer(nn.Module):
@@ -145,49 +104,147 @@ class _DiagonalLayer(nn.Module):
         h = h + F.pad(reverse, (0, 0, 1, 0))[:, :, :-1]
         return x + self.residual(h)
 
-    # --- incremental evaluation -----------------------------------------------------------
 
-    def start(self, n: int, width: int, like: Tensor) -> None:
-        c = self.left_to_right.hidden_channels
-        self.width = width
-        self.reverse_gates = like.new_zeros(n, 4 * c, width)  # this row's, from its inputs
-        self.h_above = like.new_zeros(n, c, width)
-        self.h_row = like.new_zeros(n, c, width)
-        self.c_row = like.new_zeros(n, c, width)
-        self.reverse_above = like.new_zeros(n, c, width)  # right-to-left h of the row above
-        self.first_row = True
+# --- sample(method="cached"): the network one position at a time ------------------------
+#
+# A position costs a few dozen small ops, so per-op overhead is what counts: the samplers
+# multiply by the masked weights (built once per sample() call) with plain matrix products
+# instead of calling the masked-conv and LSTM modules, keep every state in preallocated
+# buffers laid out [n, column, channel] (a position's state is a view, the left taps of a
+# row window one matrix), and do once per row what does not depend on the row's draws.
 
-    @staticmethod
-    def _step(lstm, gates, above, left, c_left):
-        taps = torch.stack([above, left], dim=2)
-        pre = gates + F.conv1d(taps, lstm.weight, lstm.bias)[:, :, 0]
-        return _lstm.cell(pre, c_left)
+
+def _masked_weight(conv: MaskedConv2d) -> Tensor:
+    w = conv.weight
+    mask = make_mask(*w.shape[:3], conv.mask_type, conv.color_groups, dtype=w.dtype,
+                     device=w.device)  # fmt: skip
+    return w * mask
+
+
+def _gate_weight(conv: _GateConv) -> Tensor:
+    return conv.weight * conv.mask.to(conv.weight.dtype)
+
+
+def _pointwise(conv: MaskedConv2d) -> tuple[Tensor, Tensor]:
+    """A 1x1 masked convolution as (weight [C_in, C_out], bias) for torch.addmm."""
+    w = _masked_weight(conv)[:, :, 0, 0]
+    bias = conv.bias if conv.bias is not None else w.new_zeros(w.shape[0])
+    return w.t(), bias
+
+
+def _cell_into(pre: Tensor, c_prev: Tensor, h: Tensor, c: Tensor) -> None:
+    """_lstm.cell(pre, c_prev) written into the state views h and c. A zero c_prev (no
+    previous state) gives the same c, bit for bit, as c_prev=None."""
+    i, f, _, o = pre.sigmoid().chunk(4, dim=1)
+    torch.mul(i, pre.chunk(4, dim=1)[2].tanh(), out=c)
+    c.addcmul_(f, c_prev)
+    torch.mul(o, c.tanh(), out=h)
+
+
+class _ResidualStep:
+    """x + _Residual(h) at one position."""
+
+    def __init__(self, residual: _Residual):
+        self.weight, self.bias = _pointwise(residual.conv)
+        # Identity in eval mode; in training mode it still draws, as in forward.
+        self.dropout = residual.dropout if residual.dropout.training else None
+
+    def __call__(self, x: Tensor, h: Tensor) -> Tensor:
+        if self.dropout is not None:
+            h = self.dropout(h)
+        return torch.addmm(self.bias, h, self.weight).add_(x)
+
+
+class _RowSampler:
+    """A _RowLayer row by row, position by position."""
+
+    def __init__(self, layer: _RowLayer, n: int, width: int):
+        conv, self.lstm = layer.input_to_state, layer.lstm
+        c, f = self.lstm.hidden_channels, conv.in_channels
+        self.p = p = conv.weight.shape[-1] // 2
+        # Taps right of the position are masked: the window is the p columns to its left
+        # and itself, flattened (column, feature) as the inputs buffer holds them.
+        w = _gate_weight(conv)[:, :, 0, : p + 1]
+        self.gate_weight = w.permute(2, 1, 0).reshape((p + 1) * f, 4 * c)
+        self.gate_bias = conv.bias
+        self.residual = _ResidualStep(layer.residual)
+        new = conv.weight.new_zeros
+        self.inputs = new(n, p + width, f)  # this row's layer inputs after p zero columns
+        self.h_above, self.c_above = new(n, width, c), new(n, width, c)
+        self.h_row, self.c_row = new(n, width, c), new(n, width, c)
+        self._start_row()
+
+    def _start_row(self) -> None:
+        # The state-to-state convolution reads the row above only: the whole row at once.
+        # Zero states above the first row give the bias alone, as the op does.
+        k = self.lstm.weight.shape[2]
+        above = F.conv1d(self.h_above.transpose(1, 2), self.lstm.weight, self.lstm.bias,
+                         padding=k // 2).transpose(1, 2)  # fmt: skip
+        self.above = above if self.gate_bias is None else above + self.gate_bias
 
     def position(self, x: Tensor, j: int) -> Tensor:
-        forward_gates, reverse_gates = self.input_to_state(_column(x))[:, :, 0, 0].chunk(2, 1)
-        self.reverse_gates[:, :, j] = reverse_gates
-        zero = torch.zeros_like(self.h_row[:, :, 0])
-        left = self.h_row[:, :, j - 1] if j > 0 else zero
-        c_left = self.c_row[:, :, j - 1] if j > 0 else None
-        h, c = self._step(self.left_to_right, forward_gates, self.h_above[:, :, j], left, c_left)
-        self.h_row[:, :, j], self.c_row[:, :, j] = h, c
-        return x + self.residual(_column(h + self.reverse_above[:, :, j]))[:, :, 0, 0]
+        """The layer's output at column j of the current row from its input x [n, F]."""
+        self.inputs[:, j + self.p] = x
+        window = self.inputs[:, j : j + self.p + 1].flatten(1)  # a view
+        pre = torch.addmm(self.above[:, j], window, self.gate_weight)
+        h = self.h_row[:, j]
+        _cell_into(pre, self.c_above[:, j], h, self.c_row[:, j])
+        return self.residual(x, h)
 
     def end_row(self) -> None:
-        """Runs the finished row's right-to-left LSTM (read by the next row)."""
-        reverse = torch.zeros_like(self.reverse_above)
-        zero = torch.zeros_like(reverse[:, :, 0])
-        c_right = None
-        for j in range(self.width - 1, -1, -1):
-            right = reverse[:, :, j + 1] if j + 1 < self.width else zero
-            h, c_right = self._step(
-                self.right_to_left, self.reverse_gates[:, :, j], self.reverse_above[:, :, j],
-                right, c_right,
-            )  # fmt: skip
-            reverse[:, :, j] = h
-        self.reverse_above = reverse
         self.h_above, self.h_row = self.h_row, self.h_above
-        self.first_row = False
+        self.c_above, self.c_row = self.c_row, self.c_above
+        self._start_row()
+
+
+class _DiagonalSampler:
+    """A _DiagonalLayer row by row: the left-to-right LSTM position by position, the
+    right-to-left one for each finished row (read by the next row)."""
+
+    def __init__(self, layer: _DiagonalLayer, n: int, width: int):
+        conv, forward = layer.input_to_state, layer.left_to_right
+        self.reverse = layer.right_to_left
+        c, f = forward.hidden_channels, conv.in_channels
+        w = _gate_weight(conv)[:, :, 0, 0]
+        self.forward_weight, self.reverse_weight = w[: 4 * c].t(), w[4 * c :].t()
+        bias = conv.bias if conv.bias is not None else w.new_zeros(8 * c)
+        self.forward_bias, self.reverse_bias = bias[: 4 * c], bias[4 * c :]
+        if forward.bias is not None:
+            self.forward_bias = self.forward_bias + forward.bias
+        # State-to-state taps: above, left. The right-to-left op applies its own left tap.
+        above, left = forward.weight.unbind(2)
+        self.forward_above, self.forward_left = above.t(), left.t()
+        self.reverse_above_weight = self.reverse.weight[:, :, 0].t()
+        self.residual = _ResidualStep(layer.residual)
+        new = conv.weight.new_zeros
+        self.inputs = new(n, width, f)  # this row's layer inputs
+        # Column j's state at j + 1; column 0 stays zero: no state left of the first column.
+        self.h_row, self.c_row, self.h_above = (new(n, width + 1, c) for _ in range(3))
+        self.reverse_above = new(n, width, c)  # right-to-left h of the row above
+        self._start_row()
+
+    def _start_row(self) -> None:
+        # The state above is known for the whole row (zero above the first row).
+        self.above = self.h_above[:, 1:] @ self.forward_above + self.forward_bias
+
+    def position(self, x: Tensor, j: int) -> Tensor:
+        self.inputs[:, j] = x
+        pre = torch.addmm(self.above[:, j], x, self.forward_weight)
+        pre.addmm_(self.h_row[:, j], self.forward_left)
+        h = self.h_row[:, j + 1]
+        _cell_into(pre, self.c_row[:, j], h, self.c_row[:, j + 1])
+        return self.residual(x, h + self.reverse_above[:, j])
+
+    def end_row(self) -> None:
+        # The finished row's right-to-left LSTM in one call of the op, on the row as a
+        # one-row image: there it has no row above, so the term of the state above (the
+        # right-to-left h of the row above) goes into the gates here.
+        gates = self.inputs @ self.reverse_weight + self.reverse_bias
+        gates = gates + self.reverse_above @ self.reverse_above_weight
+        h = self.reverse(gates.transpose(1, 2)[:, :, None])  # [n, C, 1, width]
+        self.reverse_above = h[:, :, 0].transpose(1, 2)  # read by the next row, shifted down
+        self.h_above, self.h_row = self.h_row, self.h_above
+        self._start_row()
 
 
 class PixelRNN(_Autoregressive):
@@ -246,32 +303,48 @@ class PixelRNN(_Autoregressive):
         if method not in SAMPLE_METHODS:
             raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
         if method == "naive":
-            return super().sample(n, y, generator)
+            return super().sample(n, y, generator, method="naive")
         device = next(self.parameters()).device
-        dtype = self.input.weight.dtype
         if self.num_classes is not None and y is None:
             y = torch.arange(n, device=device) % self.num_classes
-        size, k = self.image_size, self.input.weight.shape[-1]
+        return self._sample_cached(n, y, generator)
+
+    def _sample_cached(self, n: int, y: Tensor | None, generator) -> Tensor:
+        size, channels, levels = self.image_size, self.in_channels, self.levels
+        w = _masked_weight(self.input)
+        k = w.shape[-1]
         p = k // 2
-        x = torch.zeros(n, self.in_channels, size, size, dtype=torch.long, device=device)
-        like = torch.zeros((), dtype=dtype, device=device)
-        for layer in self.layers:
-            layer.start(n, size, like)
-        class_bias = None if self.class_bias is None else self.class_bias(y)
+        # The input convolution at (i, j) as one product with the window of the zero-padded
+        # image: rows below the centre are all masked, so the window stops at row i.
+        # Undrawn sub-pixels of the buffer stay zero; masked taps read them all.
+        unit = w.new_zeros(n, channels, size + 2 * p, size + 2 * p)
+        # to_unit of every level, looked up for each draw (the values forward computes).
+        unit_levels = to_unit(torch.arange(levels, device=w.device), levels, w.dtype)
+        input_weight = w[:, :, : p + 1].reshape(w.shape[0], -1).t()
+        input_bias = self.input.bias if self.input.bias is not None else w.new_zeros(w.shape[0])
+        if self.class_bias is not None:
+            input_bias = input_bias + self.class_bias(y)
+        sampler = _RowSampler if self.kind == "row" else _DiagonalSampler
+        layers = [sampler(layer, n, size) for layer in self.layers]
+        hidden, hidden_bias = _pointwise(self.output[1])
+        # Only the drawn channel's block of the last layer's outputs: [C, F, levels].
+        out_weight, out_bias = _pointwise(self.output[3])
+        out_weight = out_weight.view(-1, channels, levels).transpose(0, 1)
+        out_bias = out_bias.view(channels, levels)
+        # Each sub-pixel's draws, in sampling order.
+        draws = torch.empty(size, size, channels, n, 1, dtype=torch.long, device=w.device)
         for i in range(size):
             for j in range(size):
-                for ch in range(self.in_channels):
-                    # The 7x7 input convolution on the window centred on (i, j) of the
-                    # zero-padded image (taps on unsampled sub-pixels are masked).
-                    unit = F.pad(to_unit(x, self.levels, dtype), (p, p, p, p))
-                    h = self.input(unit[:, :, i : i + k, j : j + k])[:, :, p, p]
-                    if class_bias is not None:
-                        h = h + class_bias
-                    for layer in self.layers:
+                for ch in range(channels):
+                    window = unit[:, :, i : i + p + 1, j : j + k].flatten(1)
+                    h = torch.addmm(input_bias, window, input_weight)
+                    for layer in layers:
                         h = layer.position(h, j)
-                    logits = self._logits(self.output(_column(h)))[:, :, ch, 0, 0]
+                    h = torch.addmm(hidden_bias, h.relu(), hidden).relu_()
+                    logits = torch.addmm(out_bias[ch], h, out_weight[ch])
                     probs = logits.float().softmax(dim=1)
-                    x[:, ch, i, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            for layer in self.layers:
+                    draw = torch.multinomial(probs, 1, generator=generator, out=draws[i, j, ch])
+                    unit[:, ch, i + p, j + p] = unit_levels[draw[:, 0]]
+            for layer in layers:
                 layer.end_row()
-        return x
+        return draws[..., 0].permute(3, 2, 0, 1).contiguous()
