@@ -62,6 +62,52 @@ def test_class_conditional_cached_sampling(kind):
     assert torch.equal(naive, cached)
 
 
+class _Sub(PixelRNN):
+    pass
+
+
+def _hooked(model):
+    # Shifts every logit of the first level: a change forward sees and a reimplementation
+    # of forward would not.
+    def hook(module, inputs, out):
+        out = out.clone()
+        out[:, :: model.levels] += 3.0
+        return out
+
+    model.output[3].register_forward_hook(hook)
+    return model
+
+
+def _replaced(model):
+    model.output[2] = torch.nn.Tanh()
+    return model
+
+
+def _subclass(model):
+    model.__class__ = _Sub
+    return model
+
+
+def _parametrized(model):
+    torch.nn.utils.parametrize.register_parametrization(model.output[3], "weight", _Doubled())
+    return model
+
+
+class _Doubled(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+@pytest.mark.parametrize("change", [_hooked, _replaced, _subclass, _parametrized])
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_sampling_falls_back_on_a_model_it_does_not_know(kind, change):
+    model = change(_model(kind, 1).double())
+    with pytest.warns(RuntimeWarning, match="method='naive'"):
+        cached = model.sample(3, generator=torch.Generator().manual_seed(3), method="cached")
+    naive = model.sample(3, generator=torch.Generator().manual_seed(3), method="naive")
+    assert torch.equal(naive, cached)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_cached_sampling_of_no_images(kind):
     x = _model(kind, 3).sample(0, method="cached")

@@ -94,6 +94,21 @@ def _exact(module: nn.Module, kind) -> bool:
     return type(module) is kind
 
 
+def hook_or_parametrization_reason(model: nn.Module) -> str | None:
+    """A forward hook (global or on any submodule) or a parametrization in `model`, which a
+    sampler that reads the weights and reimplements forward would skip; or None."""
+    from torch.nn.modules import module as module_mod
+
+    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
+        return "global forward hooks are registered"
+    for name, m in model.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return f"module {name or 'model'} has forward hooks"
+        if parametrize.is_parametrized(m):
+            return f"module {name or 'model'} is parametrized"
+    return None
+
+
 def unsupported_reason(model) -> str | None:
     """Why the cached sampler cannot reproduce this model's forward pass, or None.
 
@@ -104,15 +119,10 @@ def unsupported_reason(model) -> str | None:
 
     if type(model) not in (PixelCNN, GatedPixelCNN):
         return f"{type(model).__name__} is not PixelCNN or GatedPixelCNN itself"
-    from torch.nn.modules import module as module_mod
-
-    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
-        return "global forward hooks are registered"
-    for name, m in model.named_modules():
-        if m._forward_hooks or m._forward_pre_hooks:
-            return f"module {name or 'model'} has forward hooks"
-        if parametrize.is_parametrized(m):
-            return f"module {name or 'model'} is parametrized"
+    reason = hook_or_parametrization_reason(model)
+    if reason is not None:
+        return reason
+    for m in model.modules():
         if isinstance(m, nn.Dropout) and m.p > 0 and m.training:
             return "dropout is active (training mode): call model.eval() first"
     params = list(model.parameters())

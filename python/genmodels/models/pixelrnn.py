@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genmodels.models import _sampling
 from genmodels.models._args import check_probability
 from genmodels.models._likelihood import to_unit
 from genmodels.models.pixelcnn import _Autoregressive, _dropout
@@ -247,6 +248,33 @@ class _DiagonalSampler:
         self._start_row()
 
 
+def _cached_reason(model) -> str | None:
+    """Why the cached sampler, which reads the weights and reimplements forward for the
+    modules the constructor makes, cannot stand in for forward here; or None."""
+    if type(model) is not PixelRNN:
+        return f"{type(model).__name__} is not PixelRNN itself"
+    reason = _sampling.hook_or_parametrization_reason(model)
+    if reason is not None:
+        return reason
+    if model.kind == "row":
+        layer_parts = {"": _RowLayer, "input_to_state": _GateConv, "lstm": RowLSTM}
+    else:
+        layer_parts = {"": _DiagonalLayer, "input_to_state": _GateConv,
+                       "left_to_right": DiagonalLSTM, "right_to_left": DiagonalLSTM}  # fmt: skip
+    layer_parts.update({"residual": _Residual, "residual.conv": MaskedConv2d})
+    head = (nn.ReLU, MaskedConv2d, nn.ReLU, MaskedConv2d)
+    if type(model.output) is not nn.Sequential or len(model.output) != len(head):
+        return "module output is not the Sequential the constructor makes"
+    expected = {"input": MaskedConv2d, **{f"output.{i}": k for i, k in enumerate(head)}}
+    for i in range(len(model.layers)):
+        expected.update({f"layers.{i}.{k}".rstrip("."): v for k, v in layer_parts.items()})
+    modules = dict(model.named_modules())
+    for name, kind in expected.items():
+        if type(modules.get(name)) is not kind:
+            return f"module {name} is not the {kind.__name__} the constructor makes"
+    return None
+
+
 class PixelRNN(_Autoregressive):
     """Row LSTM (`kind="row"`) or Diagonal BiLSTM (`kind="diagonal"`) PixelRNN; `forward(x)`
     takes integer levels [B, C, H, W] and returns logits [B, levels, C, H, W].
@@ -302,7 +330,10 @@ class PixelRNN(_Autoregressive):
         sub-pixel. Both make the same draws from the same generator."""
         if method not in SAMPLE_METHODS:
             raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
-        if method == "naive":
+        reason = None if method == "naive" else _cached_reason(self)
+        if reason is not None:
+            _sampling.fallback_warning(reason)
+        if method == "naive" or reason is not None:
             return super().sample(n, y, generator, method="naive")
         device = next(self.parameters()).device
         if self.num_classes is not None and y is None:
