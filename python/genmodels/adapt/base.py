@@ -40,11 +40,12 @@ from genmodels.training.tasks import Task, _step
 DATA_OPTIONS = ("image_size", "grayscale", "source_size", "target_size")
 
 
-def _positive_int(value, name):
+def _int_option(value, name, minimum=1):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"--{name.replace('_', '-')} must be a {kind} int, got {value!r}")
     return value
 
 
@@ -108,12 +109,8 @@ class AdaptTask(Task):
         if unknown:
             raise ValueError(f"{self.name}: unknown options {unknown} (known: {list(known)})")
         for name in ("image_size", "source_size", "target_size", "pretrain_epochs"):
-            _positive_int(options.get(name), name)
-        shift = options.get("source_shift")
-        if shift is not None and (
-            isinstance(shift, bool) or not isinstance(shift, int) or shift < 0
-        ):
-            raise ValueError(f"--source-shift must be a non-negative int, got {shift!r}")
+            _int_option(options.get(name), name)
+        shift = _int_option(options.get("source_shift"), "source_shift", minimum=0)
         source, target = domains.make_pair(
             splits, target, **{k: options[k] for k in DATA_OPTIONS if options.get(k) is not None}
         )
